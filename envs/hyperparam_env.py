@@ -1,0 +1,284 @@
+"""CNN training on MNIST as a Gymnasium environment whose actions set the optimizer's hyperparameters."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rlopt.control import ActionSpec, ControlMode, Controller, ObservationSpec
+from rlopt.data import ImageData, load_idx_dataset, load_mnist
+from rlopt.models import build_model
+from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
+from rlopt.training import OPTIMIZER_PRESETS, Trainer, make_optimizer, resolve_device
+
+#: random start points of training episodes draw their seeds from [0, TRAIN_SEED_RANGE) …
+TRAIN_SEED_RANGE = 2**30
+#: … and held-out ones (evaluation) from [HELD_OUT_SEED_BASE, 2**31): the two never meet
+HELD_OUT_SEED_BASE = 2**30
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Every setting of :class:`HyperparamControlEnv` (Zhu et al. §4 unless noted).
+
+    Attributes:
+        control: ``"lr"``, ``"rsgd"`` or ``"lr+rsgd"`` — what the actions change.
+        optimizer: ``"sgd"``, ``"adam"`` or ``"rsgd"``.
+        start: ``"fixed"`` — the same initial network and batch order every episode (§4.3);
+            ``"random"`` — new ones drawn from ``np_random`` each episode (§4.4).
+        episode_steps: training steps per episode (250); also the ``horizon`` of features and rewards.
+        batch_size: mini-batch size (32).
+        train_size: MNIST training images the CNN learns from (8000).
+        validation_size: held-out images (from MNIST's validation split) evaluated at episode end.
+        model: ``"cnn"`` (Zhu et al.'s 28,938-parameter CNN) or ``"mlp"``/``"mlp-relu"``.
+        lr_init: starting learning rate; ``None`` takes the optimizer's preset (SGD/R-SGD 0.1).
+        lr_bounds: allowed learning rates; ``None`` takes the optimizer's preset ([0.001, 0.5] for SGD).
+        reinforce_init: starting R-SGD Γ when the agent controls it.
+        fixed_seed: seed of the network initialisation and batch order in the ``fixed`` start mode.
+        held_out: draw random start points from the held-out seed range (evaluation during training)
+            instead of the training range.
+        data_dir: a directory holding an IDX dataset to use instead of MNIST (``None``: MNIST).
+        data_seed: which training/validation images are drawn from the dataset.
+        rewards: reward magnitudes (:class:`rlopt.rewards.RewardConfig`).
+    """
+
+    control: ControlMode = "lr"
+    optimizer: str = "sgd"
+    start: str = "fixed"
+    episode_steps: int = 250
+    batch_size: int = 32
+    train_size: int = 8000
+    validation_size: int = 2000
+    model: str = "cnn"
+    lr_init: float | None = None
+    lr_bounds: tuple[float, float] | None = None
+    reinforce_init: float = 0.5
+    fixed_seed: int = 0
+    held_out: bool = False
+    data_dir: str | None = None
+    data_seed: int = 0
+    rewards: RewardConfig = RewardConfig()
+
+    def __post_init__(self) -> None:
+        if self.start not in ("fixed", "random"):
+            raise ValueError(f"start must be 'fixed' or 'random', got {self.start!r}")
+        if self.optimizer not in OPTIMIZER_PRESETS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_PRESETS)}, got {self.optimizer!r}")
+        if self.control != "lr" and self.optimizer != "rsgd":
+            raise ValueError(f"control {self.control!r} needs optimizer 'rsgd', got {self.optimizer!r}")
+        if self.episode_steps < 1 or self.batch_size < 1 or self.train_size < self.batch_size:
+            raise ValueError("episode_steps and batch_size must be >= 1 and train_size >= batch_size")
+
+    @property
+    def initial_lr(self) -> float:
+        return OPTIMIZER_PRESETS[self.optimizer].lr if self.lr_init is None else self.lr_init
+
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(loss_window=self.rewards.loss_window, horizon=self.episode_steps)
+
+    def action_spec(self) -> ActionSpec:
+        bounds = OPTIMIZER_PRESETS[self.optimizer].lr_bounds if self.lr_bounds is None else self.lr_bounds
+        return ActionSpec(mode=self.control, lr_bounds=bounds, reinforce_init=self.reinforce_init)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.lru_cache(maxsize=4)
+def _task_data(data_dir: str | None, train_size: int, validation_size: int, data_seed: int) -> ImageData:
+    """The training/validation images of one process, loaded once however many episodes or envs."""
+    data = load_mnist(progress=False) if data_dir is None else load_idx_dataset(data_dir)
+    if train_size > len(data.training) or validation_size > len(data.validation):
+        raise ValueError(
+            f"train_size={train_size} / validation_size={validation_size} exceed the dataset's "
+            f"{len(data.training)} training / {len(data.validation)} validation images"
+        )
+    return ImageData(
+        train=data.training.subset(train_size, seed=data_seed),
+        test=data.validation.subset(validation_size, seed=data_seed),
+        n_validation=0,
+    )
+
+
+class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
+    """Train a CNN on MNIST one mini-batch per step while an agent sets the optimizer's hyperparameters.
+
+    Zhu, Hayashi & Ohsawa, "Gradient Descent Optimization by Reinforcement Learning", §3-4.
+
+    ## Action Space
+
+    ``Discrete(3)`` for ``control="lr"`` (multiply the learning rate by 0.9, 1 or 1/0.9) and for
+    ``control="rsgd"`` (multiply R-SGD's ``1 − Γ`` by 0.9, 1 or 1/0.9); ``Discrete(9)`` for
+    ``control="lr+rsgd"``: action ``3·i + j`` applies lr factor ``i`` and ``1 − Γ`` factor ``j``.
+
+    ## Observation Space
+
+    ``Box(-10, 10, (18,), float32)``: the features of :mod:`rlopt.control` (table there and in
+    README), computed after every training step by the same code the exported scheduler runs.
+
+    ## Rewards
+
+    The tiered reward of :mod:`rlopt.rewards`: out of bounds or diverged (−10, ends), fluctuation too
+    small (−0.5), loss above the window's first-half minimum (−0.2), threshold loss reached (+2) or new
+    minimum (+1) scaled by ``1 + steps saved / 250``, else 0.
+
+    ## Starting State
+
+    ``reset`` builds the network (``start="fixed"``: the same initialisation and batch order every
+    episode; ``"random"``: new ones from ``np_random``), sets the starting hyperparameters (SGD lr 0.1)
+    and performs one training step with them (Algorithm 1), whose observation it returns.
+
+    ## Episode End
+
+    *Terminated*: a hyperparameter left its bounds, or the loss/parameters became NaN/inf.
+    *Truncated*: after 250 steps (``max_episode_steps`` at registration), or when the summed reward
+    falls below ``score_floor`` (Algorithm 1's ``score < score_0``; the score is not part of the state,
+    so treating it as terminal would teach the agent that ending an episode stops the penalties).
+
+    ## Info
+
+    ``loss``, ``lr``, ``reinforce_prob``, ``reward_tier`` (:class:`rlopt.rewards.RewardTier` value),
+    ``step``, ``best_loss``, ``steps_to_threshold`` (−1 until reached) and, on the last step of an
+    episode, ``val_loss`` and ``val_accuracy``.
+
+    ## Arguments
+
+    ``gym.make("rlopt/LRControl-v0", start="random", config=EnvConfig(...), data=..., device="cpu")``;
+    keyword arguments override the fields of ``config``. ``data`` replaces MNIST with any
+    :class:`rlopt.data.ImageData` (tests use a tiny in-memory one); its ``train`` split is trained
+    on and its ``test`` split is the held-out validation data.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (gymnasium's convention)
+
+    def __init__(
+        self,
+        config: EnvConfig | None = None,
+        *,
+        data: ImageData | None = None,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        self.config = replace(config or EnvConfig(), **overrides)
+        self.device = resolve_device(device)
+        cfg = self.config
+        task = data if data is not None else _task_data(
+            cfg.data_dir, cfg.train_size, cfg.validation_size, cfg.data_seed
+        )
+        self._train_x = task.train.float_images().to(self.device)
+        self._train_y = task.train.labels.to(self.device)
+        self._val_x = task.test.float_images().to(self.device)
+        self._val_y = task.test.labels.to(self.device)
+        self._obs_spec = self.config.observation_spec()
+        self._action_spec = self.config.action_spec()
+        self.observation_space = spaces.Box(
+            -self._obs_spec.clip, self._obs_spec.clip, shape=(self._obs_spec.size,), dtype=np.float32
+        )
+        self.action_space = spaces.Discrete(self._action_spec.n_actions)
+        self._fixed_init: dict[str, torch.Tensor] | None = None
+        self._trainer: Trainer | None = None
+        self._controller: Controller | None = None
+
+    @property
+    def observation_spec(self) -> ObservationSpec:
+        return self._obs_spec
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return self._action_spec
+
+    def _build_model(self, seed: int) -> torch.nn.Module:
+        # fork_rng keeps the caller's global torch RNG untouched by the initialisation
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(self.config.model)  # type: ignore[arg-type]
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        cfg = self.config
+        if cfg.start == "fixed":
+            model_seed = batch_seed = cfg.fixed_seed
+            if self._fixed_init is None:
+                self._fixed_init = {k: v.clone() for k, v in self._build_model(model_seed).state_dict().items()}
+            model = build_model(cfg.model)  # type: ignore[arg-type]
+            model.load_state_dict(self._fixed_init)
+        else:
+            base = HELD_OUT_SEED_BASE if cfg.held_out else 0
+            model_seed, batch_seed = (base + int(s) for s in self.np_random.integers(0, TRAIN_SEED_RANGE, 2))
+            model = self._build_model(model_seed)
+        model.to(self.device)
+        optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.initial_lr, seed=batch_seed)
+        self._controller = Controller(optimizer, self._obs_spec, self._action_spec)
+        self._trainer = Trainer(
+            model, optimizer, self._train_x, self._train_y,
+            batch_size=cfg.batch_size, seed=batch_seed, device=self.device,
+        )
+        self._score = 0.0
+        self._steps = 0
+        self._best_loss = math.inf
+        self._steps_to_threshold = -1
+        self._last_tier = RewardTier.NEUTRAL
+        loss = self._trainer.train_step()  # Algorithm 1: one update with the initial hyperparameters
+        self._obs = self._controller.observe(loss)
+        self._loss = loss
+        self._best_loss = loss if math.isfinite(loss) else math.inf
+        return self._obs, self._get_info()
+
+    def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._trainer is None or self._controller is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(int(action)):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        cfg = self.config
+        in_bounds = self._controller.act(int(action))
+        self._steps += 1
+        if in_bounds:
+            loss = self._trainer.train_step()
+            self._obs = self._controller.observe(loss)
+            # a finite loss with non-finite parameters is divergence too (seen after the update)
+            self._loss = loss if self._controller.params_finite else math.nan
+            losses = [*list(self._controller.losses)[:-1], self._loss]
+        else:  # the clamped values are never trained with: the episode ends here
+            losses = [*self._controller.losses, self._loss]
+        reward, tier = tiered_reward(
+            losses, self._best_loss, self._steps, in_bounds=in_bounds, config=cfg.rewards
+        )
+        self._last_tier = tier
+        self._score += reward
+        if in_bounds and math.isfinite(self._loss):
+            self._best_loss = min(self._best_loss, self._loss)
+            if self._steps_to_threshold < 0 and self._loss <= cfg.rewards.threshold_loss:
+                self._steps_to_threshold = self._steps
+        terminated = tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)
+        floor = cfg.rewards.score_floor
+        truncated = not terminated and floor is not None and self._score < floor
+        info = self._get_info()
+        if terminated or truncated or self._steps >= cfg.episode_steps:
+            result = self._trainer.evaluate(self._val_x, self._val_y)
+            info["val_loss"] = result.loss if math.isfinite(result.loss) else float("nan")
+            info["val_accuracy"] = result.accuracy
+        return self._obs, float(reward), terminated, truncated, info
+
+    def _get_info(self) -> dict[str, Any]:
+        assert self._controller is not None
+        lr, reinforce = self._controller.hyperparameters()
+        return {
+            "loss": self._loss,
+            "lr": lr,
+            "reinforce_prob": reinforce,
+            "reward_tier": int(self._last_tier),
+            "step": self._steps,
+            "best_loss": self._best_loss,
+            "steps_to_threshold": self._steps_to_threshold,
+            "score": self._score,
+        }

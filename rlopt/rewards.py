@@ -1,0 +1,127 @@
+"""The tiered reward of Zhu, Hayashi & Ohsawa §4.1, and the running-score cut-off of their Algorithm 1.
+
+Tiers are checked in priority order and the first that applies gives the reward:
+
+====  ===================================================================  =========================
+tier  condition                                                            reward
+====  ===================================================================  =========================
+1     a hyperparameter left its bounds (lr outside [0.001, 0.5])           ``bound_penalty``, ends
+1     training diverged: loss or parameters NaN/inf                        ``divergence_penalty``, ends
+2     the latest ``loss_window`` losses fluctuate less than                ``too_low_penalty``
+      ``min_fluctuation`` (relative range): the rate is too low
+3     the current loss is above the minimum of the first half of the       ``too_high_penalty``
+      window: the rate is too high
+4     the loss reached the threshold (0.02) — or, failing that, a new      ``threshold_reward`` or
+      minimum of the episode                                               ``new_min_reward``, each
+                                                                           × (1 + steps saved / horizon)
+5     none of the above                                                    0
+====  ===================================================================  =========================
+
+"Steps saved" is ``horizon − t``: the earlier progress comes, the larger the reward (§4.1: "a positive
+reward will be given according to the total steps").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class RewardTier(IntEnum):
+    """Which rule produced a reward; logged as ``env/reward_tier``."""
+
+    OUT_OF_BOUNDS = 1
+    DIVERGED = 0
+    TOO_LOW = 2
+    TOO_HIGH = 3
+    THRESHOLD = 4
+    NEW_MINIMUM = 5
+    NEUTRAL = 6
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Every magnitude of the tiered reward.
+
+    Attributes:
+        bound_penalty: tier 1, a hyperparameter left its bounds; the episode ends.
+        divergence_penalty: tier 1, NaN/inf loss or parameters; the episode ends (``terminated``).
+        loss_window: number of latest losses tiers 2 and 3 judge (the paper: 20).
+        min_fluctuation: tier 2 fires when (max − min) / mean of the window is below this.
+        too_low_penalty: tier 2 reward ("continuous negative rewards").
+        too_high_penalty: tier 3 reward ("a normal negative reward").
+        threshold_loss: the loss that counts as trained (the paper: 0.02).
+        threshold_reward: tier 4 base reward when the loss is at or below ``threshold_loss``.
+        new_min_reward: tier 4 base reward for a new minimum of the episode's loss.
+        horizon: episode length used for "steps saved".
+        score_floor: Algorithm 1's ``score_0``: the episode stops once the summed reward falls
+            below it; ``None`` disables the cut-off.
+    """
+
+    bound_penalty: float = -10.0
+    divergence_penalty: float = -10.0
+    loss_window: int = 20
+    min_fluctuation: float = 0.1
+    too_low_penalty: float = -0.5
+    too_high_penalty: float = -0.2
+    threshold_loss: float = 0.02
+    threshold_reward: float = 2.0
+    new_min_reward: float = 1.0
+    horizon: int = 250
+    score_floor: float | None = -50.0
+
+    def __post_init__(self) -> None:
+        if self.bound_penalty >= 0 or self.divergence_penalty >= 0:
+            raise ValueError("bound_penalty and divergence_penalty must be negative")
+        if self.too_low_penalty > 0 or self.too_high_penalty > 0:
+            raise ValueError("too_low_penalty and too_high_penalty must not be positive")
+        if self.threshold_reward < 0 or self.new_min_reward < 0:
+            raise ValueError("threshold_reward and new_min_reward must not be negative")
+        if self.loss_window < 2 or self.horizon < 1:
+            raise ValueError("loss_window must be >= 2 and horizon >= 1")
+
+
+def progress_bonus(base: float, step: int, horizon: int) -> float:
+    """``base × (1 + steps saved / horizon)``, steps saved = ``max(horizon − step, 0)``."""
+    return base * (1.0 + max(horizon - step, 0) / horizon)
+
+
+def tiered_reward(
+    losses: Sequence[float],
+    best_loss: float,
+    step: int,
+    *,
+    in_bounds: bool,
+    config: RewardConfig,
+) -> tuple[float, RewardTier]:
+    """Reward of one training step.
+
+    Args:
+        losses: the latest losses, oldest first, ending with the current one.
+        best_loss: the lowest loss of the episode *before* the current one (``inf`` at the start).
+        step: 1-based training step within the episode.
+        in_bounds: whether the action kept the hyperparameters within their bounds.
+        config: the magnitudes.
+
+    Returns:
+        ``(reward, tier)``; tiers ``OUT_OF_BOUNDS`` and ``DIVERGED`` end the episode.
+    """
+    if not in_bounds:
+        return config.bound_penalty, RewardTier.OUT_OF_BOUNDS
+    current = losses[-1]
+    if not math.isfinite(current):
+        return config.divergence_penalty, RewardTier.DIVERGED
+    window = list(losses)[-config.loss_window :]
+    if len(window) == config.loss_window:
+        mean = sum(window) / len(window)
+        if (max(window) - min(window)) / max(mean, 1e-12) < config.min_fluctuation:
+            return config.too_low_penalty, RewardTier.TOO_LOW
+        if current > min(window[: config.loss_window // 2]):
+            return config.too_high_penalty, RewardTier.TOO_HIGH
+    if current <= config.threshold_loss:
+        return progress_bonus(config.threshold_reward, step, config.horizon), RewardTier.THRESHOLD
+    if current < best_loss:
+        return progress_bonus(config.new_min_reward, step, config.horizon), RewardTier.NEW_MINIMUM
+    return 0.0, RewardTier.NEUTRAL

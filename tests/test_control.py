@@ -1,0 +1,116 @@
+"""The controller core: features, actions, bounds — shared by the env and the learned scheduler."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlopt.control import FEATURE_NAMES, ActionSpec, Controller, ObservationSpec
+from rlopt.optim import RSGD
+
+
+def sgd_on(values: list[float], lr: float = 0.1) -> tuple[torch.nn.Parameter, torch.optim.SGD]:
+    p = torch.nn.Parameter(torch.tensor(values))
+    return p, torch.optim.SGD([p], lr=lr)
+
+
+def test_observation_has_one_finite_float32_per_feature() -> None:
+    p, opt = sgd_on([1.0, -2.0, 3.0])
+    ctrl = Controller(opt)
+    p.grad = torch.tensor([0.1, -0.2, 0.3])
+    obs = ctrl.observe(2.3)
+    assert obs.dtype == np.float32
+    assert obs.shape == (len(FEATURE_NAMES),) == (ObservationSpec().size,)
+    assert np.isfinite(obs).all()
+    named = dict(zip(FEATURE_NAMES, obs.tolist(), strict=True))
+    assert named["loss"] == pytest.approx(0.0)  # ln(L_0 / L_0)
+    assert named["log_lr"] == pytest.approx(-1.0)
+    assert named["log_one_minus_reinf"] == pytest.approx(0.0)
+
+
+def test_parameter_and_gradient_features() -> None:
+    p, opt = sgd_on([1.0, 2.0, 3.0, 4.0])
+    ctrl = Controller(opt)
+    p.grad = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    ctrl.observe(1.0)
+    with torch.no_grad():
+        p.copy_(torch.tensor([2.0, 2.0, 1.0, 4.0]))  # one up, one down, two unchanged
+    p.grad = torch.tensor([3.0, -1.0, 0.0, 0.0])  # mean |g| = 1 = G_0; Σg⁺ = 3, Σg⁻ = 1
+    named = dict(zip(FEATURE_NAMES, ctrl.observe(0.5).tolist(), strict=True))
+    assert named["params_increased"] == pytest.approx(0.25)
+    assert named["params_decreased"] == pytest.approx(0.25)
+    assert named["param_change_ratio"] == pytest.approx(math.log10((3 / 4) / (9 / 4)), rel=1e-5)
+    assert named["grad"] == pytest.approx(0.0, abs=1e-6)
+    assert named["grad_pos_sum"] == pytest.approx(math.log(3 / 4), rel=1e-5)
+    assert named["grad_neg_sum"] == pytest.approx(math.log(1 / 4), rel=1e-5)
+    assert named["loss"] == pytest.approx(math.log(0.5), rel=1e-5)
+    assert named["loss_prev"] == pytest.approx(0.0)
+    assert named["loss_decrease_run"] == pytest.approx(1 / 20)
+    assert named["loss_fluctuation"] == pytest.approx(0.5 / 0.75, rel=1e-5)
+
+
+def test_observation_stays_finite_when_training_diverges() -> None:
+    p, opt = sgd_on([1.0, 2.0])
+    ctrl = Controller(opt)
+    p.grad = torch.ones(2)
+    ctrl.observe(1.0)
+    with torch.no_grad():
+        p.fill_(float("nan"))
+    p.grad = torch.full((2,), float("inf"))
+    obs = ctrl.observe(float("nan"))
+    assert np.isfinite(obs).all()
+    assert np.abs(obs).max() <= ObservationSpec().clip
+    assert not ctrl.params_finite
+
+
+@pytest.mark.parametrize("action, factor", [(0, 0.9), (1, 1.0), (2, 1 / 0.9)])
+def test_lr_actions_multiply_every_group(action: int, factor: float) -> None:
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.01}])
+    assert Controller(opt).act(action)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1 * factor, 0.01 * factor])
+
+
+def test_leaving_the_bounds_is_reported_and_clamped() -> None:
+    _, opt = sgd_on([1.0], lr=0.49)
+    ctrl = Controller(opt)
+    assert not ctrl.act(2)
+    assert opt.param_groups[0]["lr"] == 0.5
+    _, opt = sgd_on([1.0], lr=0.00105)
+    assert not Controller(opt).act(0)
+    assert opt.param_groups[0]["lr"] == 0.001
+
+
+def test_rsgd_actions_scale_one_minus_gamma() -> None:
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = RSGD([p], lr=0.1, seed=0)
+    ctrl = Controller(opt, actions=ActionSpec(mode="rsgd", reinforce_init=0.5))
+    assert opt.param_groups[0]["reinforcement"] == 0.5  # the controller owns Γ from the start
+    assert ctrl.act(0)  # 1 − Γ: 0.5 → 0.45
+    assert opt.param_groups[0]["reinforcement"] == pytest.approx(0.55)
+    assert ctrl.hyperparameters() == pytest.approx((0.1, 0.55))
+
+
+def test_joint_mode_decodes_both_factors() -> None:
+    spec = ActionSpec(mode="lr+rsgd")
+    assert spec.n_actions == 9
+    assert spec.decode(0) == (0.9, 0.9)
+    assert spec.decode(5) == (1.0, 1 / 0.9)
+    assert spec.decode(7) == (1 / 0.9, 1.0)
+    with pytest.raises(ValueError, match="outside Discrete"):
+        spec.decode(9)
+
+
+def test_rsgd_mode_refuses_an_optimizer_without_reinforcement() -> None:
+    _, opt = sgd_on([1.0])
+    with pytest.raises(ValueError, match="reinforcement"):
+        Controller(opt, actions=ActionSpec(mode="rsgd"))
+
+
+def test_specs_round_trip_through_dicts() -> None:
+    obs, act = ObservationSpec(loss_window=10), ActionSpec(mode="lr+rsgd", lr_bounds=(1e-4, 0.1))
+    assert ObservationSpec.from_dict(obs.to_dict()) == obs
+    assert ActionSpec.from_dict(act.to_dict()) == act

@@ -1,0 +1,139 @@
+"""The Gymnasium environment: checkers, reproducibility, bounds, divergence, vectorisation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+import envs
+from envs import ENV_IDS, EnvConfig, HyperparamControlEnv
+from rlopt.data import ImageData
+from rlopt.rewards import RewardTier
+
+SHORT = 30  # episode length for tests
+
+
+def make(env_id: str, data: ImageData, **kwargs: object) -> gym.Env:
+    return gym.make(env_id, data=data, **kwargs)
+
+
+@pytest.mark.parametrize("env_id", sorted(ENV_IDS.values()))
+def test_checkers_pass(env_id: str, tiny_data: ImageData) -> None:
+    env = make(env_id, tiny_data)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(make(env_id, tiny_data), warn=True)
+
+
+def test_registered_ids_and_limits() -> None:
+    assert {spec_id for spec_id in ENV_IDS.values()} <= set(gym.registry)
+    assert all(gym.spec(env_id).max_episode_steps == 250 for env_id in ENV_IDS.values())
+    assert envs.env_id_for("rsgd") == "rlopt/RSGDControl-v0"
+    with pytest.raises(ValueError, match="control mode"):
+        envs.env_id_for("momentum")
+
+
+def test_bad_config_is_a_clear_error(tiny_data: ImageData) -> None:
+    with pytest.raises(ValueError, match="needs optimizer 'rsgd'"):
+        HyperparamControlEnv(data=tiny_data, control="rsgd", optimizer="sgd")
+    with pytest.raises(ValueError, match="start"):
+        HyperparamControlEnv(data=tiny_data, start="sometimes")
+
+
+def rollout(env: gym.Env, seed: int, actions: list[int]) -> tuple[np.ndarray, list[float], list[dict]]:
+    obs, info = env.reset(seed=seed)
+    observations, rewards, infos = [obs], [], [info]
+    for a in actions:
+        obs, r, terminated, truncated, info = env.step(a)
+        observations.append(obs)
+        rewards.append(r)
+        infos.append(info)
+        if terminated or truncated:
+            break
+    return np.stack(observations), rewards, infos
+
+
+@pytest.mark.parametrize("start", ["fixed", "random"])
+@pytest.mark.parametrize("env_id", [ENV_IDS["lr"], ENV_IDS["lr+rsgd"]])
+def test_same_seed_same_actions_same_rollout(env_id: str, start: str, tiny_data: ImageData) -> None:
+    actions = [int(a) for a in np.random.default_rng(0).integers(0, 3, size=25)]
+    a = rollout(make(env_id, tiny_data, start=start), 7, actions)
+    b = rollout(make(env_id, tiny_data, start=start), 7, actions)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+
+
+def test_random_start_differs_between_episodes_fixed_does_not(tiny_data: ImageData) -> None:
+    for start, same in (("fixed", True), ("random", False)):
+        env = make(ENV_IDS["lr"], tiny_data, start=start)
+        first, _ = env.reset(seed=1)
+        second, _ = env.reset()
+        assert np.array_equal(first, second) is same
+
+
+def test_always_raising_lr_hits_the_bound(tiny_data: ImageData) -> None:
+    env = make(ENV_IDS["lr"], tiny_data)
+    env.reset(seed=0)
+    for step in range(1, 100):
+        obs, reward, terminated, truncated, info = env.step(2)
+        if terminated or truncated:
+            break
+    assert terminated and not truncated
+    assert info["reward_tier"] == RewardTier.OUT_OF_BOUNDS
+    assert reward == EnvConfig().rewards.bound_penalty
+    assert 0.5 / 0.1 > (1 / 0.9) ** (step - 1)  # it took as many raises as the bound allows
+    assert np.isfinite(obs).all()
+    assert "val_accuracy" in info
+
+
+def test_divergence_terminates_with_finite_penalty(tiny_data: ImageData) -> None:
+    env = HyperparamControlEnv(data=tiny_data, lr_init=1e6, lr_bounds=(1e-3, 1e9), episode_steps=SHORT)
+    env.reset(seed=0)
+    for _ in range(SHORT):
+        obs, reward, terminated, truncated, info = env.step(1)
+        assert np.isfinite(obs).all() and np.isfinite(reward)
+        if terminated:
+            break
+    assert terminated and not truncated
+    assert info["reward_tier"] == RewardTier.DIVERGED
+
+
+@pytest.mark.parametrize("env_id", sorted(ENV_IDS.values()))
+def test_observations_finite_under_random_actions(env_id: str, tiny_data: ImageData) -> None:
+    env = make(env_id, tiny_data, start="random", episode_steps=SHORT)
+    env.action_space.seed(0)
+    for episode in range(3):
+        obs, _ = env.reset(seed=episode)
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            assert env.observation_space.contains(obs)
+            assert np.isfinite(reward)
+            done = terminated or truncated or info["step"] >= SHORT
+        assert {"val_loss", "val_accuracy", "loss", "lr", "reinforce_prob", "reward_tier"} <= info.keys()
+
+
+def test_dummy_and_subproc_vec_env(tiny_data: ImageData) -> None:
+    def factory(rank: int):  # noqa: ANN202
+        return lambda: make(ENV_IDS["lr"], tiny_data, start="random")
+
+    for vec_cls in (DummyVecEnv, SubprocVecEnv):
+        vec = vec_cls([factory(i) for i in range(2)])
+        vec.seed(3)
+        obs = vec.reset()
+        assert obs.shape == (2, 18)
+        obs, rewards, dones, infos = vec.step(np.array([1, 1]))
+        assert np.isfinite(obs).all() and rewards.shape == (2,)
+        vec.close()
+
+
+def test_gymnasium_make_vec(tiny_data: ImageData) -> None:
+    vec = gym.make_vec(ENV_IDS["lr"], num_envs=2, vectorization_mode="sync", data=tiny_data)
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (2, 18)
+    obs, rewards, terminated, truncated, _ = vec.step(np.array([0, 2]))
+    assert np.isfinite(obs).all()
+    vec.close()
