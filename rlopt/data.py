@@ -48,6 +48,8 @@ __all__ = [
     "load_idx_dataset",
     "load_mnist",
     "read_idx",
+    "save_idx_dataset",
+    "write_idx",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -401,6 +403,37 @@ def load_idx_dataset(directory: str | os.PathLike[str], *, n_validation: int | N
     if not 0 <= n_validation <= len(train):
         raise ValueError(f"n_validation={n_validation} but {directory} has {len(train)} training images")
     return ImageData(train=train, test=test, n_validation=n_validation)
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Write one array as an IDX file (gzip-compressed when ``path`` ends in ``.gz``)."""
+    path = Path(path)
+    codes = {np.dtype(dt).newbyteorder(">"): code for code, dt in _IDX_DTYPES.items()}
+    big_endian = np.asarray(array).astype(np.dtype(array.dtype).newbyteorder(">"))
+    if big_endian.dtype not in codes:
+        raise ValueError(f"IDX cannot store dtype {array.dtype}")
+    header = _IDX_MAGIC_PREFIX + bytes([codes[big_endian.dtype], array.ndim])
+    payload = header + np.asarray(array.shape, dtype=">u4").tobytes() + big_endian.tobytes()
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+    return path
+
+
+def save_idx_dataset(data: ImageData, directory: str | os.PathLike[str], *, compress: bool = True) -> Path:
+    """Write ``data`` as the four standard IDX files, readable by :func:`load_idx_dataset`.
+
+    The validation split is not recorded (IDX has no place for it): pass ``n_validation`` on load.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    labels_dtype = np.uint8 if int(max(data.train.labels.max(), data.test.labels.max())) < 256 else np.int32
+    for split, images_name, labels_name in (
+        (data.train, IDX_TRAIN_IMAGES, IDX_TRAIN_LABELS),
+        (data.test, IDX_TEST_IMAGES, IDX_TEST_LABELS),
+    ):
+        write_idx(directory / f"{images_name}{suffix}", split.images.numpy())
+        write_idx(directory / f"{labels_name}{suffix}", split.labels.numpy().astype(labels_dtype))
+    return directory
 
 
 # --------------------------------------------------------------------------------------------------

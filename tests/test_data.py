@@ -528,3 +528,14 @@ def test_real_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert split.images.min() == 0 and split.images.max() == 255
     cached = load_mnist(progress=False)
     assert torch.equal(cached.test.images, mnist.test.images)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_save_idx_dataset_round_trips(tmp_path: Path, compress: bool) -> None:
+    original = data.fake_image_data(n_train=60, n_test=20, seed=3, n_validation=10)
+    data.save_idx_dataset(original, tmp_path / "ds", compress=compress)
+    loaded = data.load_idx_dataset(tmp_path / "ds", n_validation=10)
+    for a, b in ((original.train, loaded.train), (original.test, loaded.test)):
+        assert torch.equal(a.images, b.images)
+        assert torch.equal(a.labels, b.labels)
+    assert len(loaded.validation) == 10

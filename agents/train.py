@@ -1,0 +1,131 @@
+"""Train a DQN controller end to end: environments, agent, callbacks, checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.logger import configure
+
+from agents.callbacks import ControlLoggingCallback, PeriodicCheckpoint, latest_checkpoint, save_checkpoint
+from agents.config import TrainConfig
+from agents.dqn import env_config, make_dqn, make_vec_env
+from agents.export import export_policy
+from rlopt.training import seed_everything
+
+#: settings a resumed run must share with the run it continues
+_RESUME_INVARIANTS = ("control", "optimizer", "start", "episode_steps", "batch_size", "train_size", "data_dir")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    policy_path: Path
+    num_timesteps: int
+    resumed_from: int
+
+
+class RunDirectoryError(RuntimeError):
+    """The output directory does not fit the request (an existing run without --resume, …)."""
+
+
+def _check_out_dir(cfg: TrainConfig, out: Path) -> None:
+    config_path = out / "config.json"
+    checkpoints = latest_checkpoint(out / "checkpoints")
+    if not cfg.resume:
+        if checkpoints is not None:
+            raise RunDirectoryError(
+                f"{out} already holds a training run ({checkpoints[0].name}); pass --resume to continue "
+                f"it, or choose another --out"
+            )
+        return
+    if checkpoints is None:
+        raise RunDirectoryError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
+    if config_path.is_file():
+        previous = json.loads(config_path.read_text())
+        changed = [k for k in _RESUME_INVARIANTS if previous.get(k) != getattr(cfg, k)]
+        if changed:
+            details = ", ".join(f"{k}: {previous.get(k)!r} → {getattr(cfg, k)!r}" for k in changed)
+            raise RunDirectoryError(f"--resume with settings that differ from the saved run ({details})")
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Run (or resume) a training run as configured; returns where the exported policy is."""
+    out = Path(cfg.out)
+    _check_out_dir(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out / "checkpoints"
+    seed_everything(cfg.seed)
+
+    resumed_from = 0
+    found = latest_checkpoint(checkpoint_dir) if cfg.resume else None
+    # a resumed run draws fresh start points instead of repeating the first run's sequence
+    env_seed = cfg.seed
+    vec = None
+    try:
+        if found is not None:
+            model_path, buffer_path = found
+            model = DQN.load(model_path, device="cpu")
+            resumed_from = model.num_timesteps
+            env_seed = cfg.seed + resumed_from
+        vec = make_vec_env(env_config(cfg), cfg.n_envs, seed=env_seed, device=cfg.device, threads=cfg.threads)
+        if found is not None:
+            model.set_env(vec)
+            model.load_replay_buffer(found[1])
+        else:
+            model = make_dqn(vec, cfg.dqn, seed=cfg.seed)
+        cfg.save(out / "config.json")
+
+        logger = configure(str(out / "tb"), ["tensorboard", "csv"])
+        model.set_logger(logger)
+        logger.record("config", cfg.markdown_table(), exclude=("csv",))
+        logger.dump(model.num_timesteps)
+
+        callbacks: list[BaseCallback] = [
+            ControlLoggingCallback(cfg.log_every, progress=progress),
+            PeriodicCheckpoint(checkpoint_dir, cfg.checkpoint_every),
+        ]
+        if cfg.eval_every > 0:
+            eval_env = make_vec_env(
+                env_config(cfg, held_out=True), 1, seed=cfg.seed + 1, device=cfg.device, threads=cfg.threads
+            )
+            callbacks.append(
+                EvalCallback(
+                    eval_env,
+                    n_eval_episodes=cfg.eval_episodes,
+                    eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
+                    log_path=str(out / "eval"),
+                    deterministic=True,
+                    verbose=0,
+                )
+            )
+        remaining = cfg.total_timesteps - model.num_timesteps
+        try:
+            if remaining > 0:
+                model.learn(
+                    remaining, callback=callbacks, reset_num_timesteps=found is None, log_interval=4
+                )
+        except KeyboardInterrupt:
+            path = save_checkpoint(model, checkpoint_dir)
+            print(
+                f"\ninterrupted at {model.num_timesteps} steps; saved {path}. Continue with: "
+                f"python train_agent.py --out {cfg.out} --resume",
+                file=sys.stderr,
+            )
+            raise
+        save_checkpoint(model, checkpoint_dir)
+        ecfg = env_config(cfg)
+        policy_path = export_policy(
+            model,
+            out / "policy.rlopt",
+            ecfg.observation_spec(),
+            ecfg.action_spec(),
+            metadata={"train_config": cfg.to_dict(), "env_config": ecfg.to_dict()},
+        )
+    finally:
+        if vec is not None:
+            vec.close()
+    return TrainResult(policy_path=policy_path, num_timesteps=model.num_timesteps, resumed_from=resumed_from)

@@ -1,0 +1,145 @@
+"""LearnedScheduler and the .rlopt policy file, without gymnasium or stable-baselines3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rlopt import RSGD, LearnedScheduler, PolicyFileError
+from rlopt.control import ActionSpec, ObservationSpec
+from rlopt.models import MLP
+from rlopt.scheduler import POLICY_VERSION, build_q_network, save_policy
+
+
+def write_policy(path: Path, mode: str = "lr", *, seed: int = 0, always: int | None = None) -> Path:
+    actions = ActionSpec(mode=mode)  # type: ignore[arg-type]
+    obs = ObservationSpec()
+    torch.manual_seed(seed)
+    net = build_q_network([obs.size, 16, actions.n_actions])
+    if always is not None:  # a policy whose greedy action is constant
+        with torch.no_grad():
+            net[-1].weight.zero_()
+            net[-1].bias.copy_(torch.arange(actions.n_actions) == always)
+    return save_policy(path, net, obs, actions, metadata={"note": "test"})
+
+
+def tiny_problem(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = MLP((20, 16, 4), activation="relu")
+    x = torch.randn(64, 20)
+    y = torch.randint(0, 4, (64,))
+    return model, x, y
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, sched: LearnedScheduler, x, y, steps: int) -> list[int]:
+    actions = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        actions.append(sched.step(loss.item()))
+    return actions
+
+
+@pytest.mark.parametrize(
+    "make_opt, mode",
+    [
+        (lambda p: torch.optim.SGD(p, lr=0.1), "lr"),
+        (lambda p: torch.optim.Adam(p, lr=0.01), "lr"),
+        (lambda p: RSGD(p, lr=0.1, seed=0), "lr"),
+        (lambda p: RSGD(p, lr=0.1, seed=0), "rsgd"),
+        (lambda p: RSGD(p, lr=0.1, seed=0), "lr+rsgd"),
+    ],
+)
+def test_drives_sgd_adam_and_rsgd(tmp_path: Path, make_opt, mode: str) -> None:
+    path = write_policy(tmp_path / "p.rlopt", mode)
+    model, x, y = tiny_problem()
+    opt = make_opt(model.parameters())
+    sched = LearnedScheduler.load(path, opt)
+    first = nn.functional.cross_entropy(model(x), y).item()
+    actions = train(model, opt, sched, x, y, 40)
+    assert len(set(actions)) >= 1 and all(0 <= a < sched.actions.n_actions for a in actions)
+    lo, hi = sched.actions.lr_bounds
+    assert all(lo <= lr <= hi for lr in sched.get_last_lr())
+    assert sched.get_last_lr() == [g["lr"] for g in opt.param_groups]
+    assert nn.functional.cross_entropy(model(x), y).item() < first
+    assert sched.metadata["note"] == "test"
+
+
+def test_constant_raise_is_clamped_at_the_upper_bound(tmp_path: Path) -> None:
+    path = write_policy(tmp_path / "p.rlopt", always=2)
+    model, x, y = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler.load(path, opt)
+    assert set(train(model, opt, sched, x, y, 30)) == {2}
+    assert sched.get_last_lr() == [0.5]
+
+
+def test_rsgd_policy_owns_gamma(tmp_path: Path) -> None:
+    path = write_policy(tmp_path / "p.rlopt", "rsgd", always=0)  # always strengthen reinforcement
+    model, x, y = tiny_problem()
+    opt = RSGD(model.parameters(), lr=0.05, seed=0)
+    sched = LearnedScheduler.load(path, opt)
+    assert sched.get_last_reinforcement() == [0.5]
+    train(model, opt, sched, x, y, 3)
+    assert sched.get_last_reinforcement()[0] == pytest.approx(1 - 0.5 * 0.9**3)
+
+
+def test_state_dict_round_trip_continues_identically(tmp_path: Path) -> None:
+    path = write_policy(tmp_path / "p.rlopt", seed=3)
+    model, x, y = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler.load(path, opt)
+    train(model, opt, sched, x, y, 10)
+    saved = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+    torch.save(saved, tmp_path / "ckpt.pt")
+    expected = train(model, opt, sched, x, y, 8)
+
+    model2, _, _ = tiny_problem(seed=99)
+    loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    model2.load_state_dict(loaded["model"])
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.5)
+    opt2.load_state_dict(loaded["opt"])
+    sched2 = LearnedScheduler.load(path, opt2)
+    sched2.load_state_dict(loaded["sched"])
+    assert train(model2, opt2, sched2, x, y, 8) == expected
+
+
+def test_mode_the_optimizer_cannot_take(tmp_path: Path) -> None:
+    path = write_policy(tmp_path / "p.rlopt", "rsgd")
+    model, _, _ = tiny_problem()
+    with pytest.raises(PolicyFileError, match="reinforcement"):
+        LearnedScheduler.load(path, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_bad_files_give_clear_errors(tmp_path: Path) -> None:
+    model, _, _ = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(PolicyFileError, match="no such policy file"):
+        LearnedScheduler.load(tmp_path / "missing.rlopt", opt)
+    (tmp_path / "junk.rlopt").write_bytes(b"not a torch file")
+    with pytest.raises(PolicyFileError, match="not a readable"):
+        LearnedScheduler.load(tmp_path / "junk.rlopt", opt)
+    torch.save({"weights": {}}, tmp_path / "foreign.rlopt")
+    with pytest.raises(PolicyFileError, match="format tag"):
+        LearnedScheduler.load(tmp_path / "foreign.rlopt", opt)
+
+    good = torch.load(write_policy(tmp_path / "p.rlopt"), weights_only=True)
+    torch.save({**good, "version": POLICY_VERSION + 1}, tmp_path / "future.rlopt")
+    with pytest.raises(PolicyFileError, match="version"):
+        LearnedScheduler.load(tmp_path / "future.rlopt", opt)
+    other_features = {**good["observation"], "features": [*good["observation"]["features"][:-1], "momentum"]}
+    torch.save({**good, "observation": other_features}, tmp_path / "features.rlopt")
+    with pytest.raises(PolicyFileError, match="features"):
+        LearnedScheduler.load(tmp_path / "features.rlopt", opt)
+
+
+def test_policy_file_is_weights_only(tmp_path: Path) -> None:
+    path = write_policy(tmp_path / "p.rlopt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "rlopt-policy"
+    assert payload["network"]["sizes"] == [18, 16, 3]
