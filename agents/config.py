@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import types
 import typing
@@ -30,8 +31,8 @@ class DQNSettings:
     """random-action steps collected before the first gradient step (two episodes)."""
     batch_size: int = 64
     """transitions per Q-network update."""
-    gamma: float = 0.95
-    """discount; 0.95 looks about 20 steps ahead, the reward window's length."""
+    gamma: float = 0.98
+    """discount; 0.98 looks about 50 steps ahead: a raised rate pays off over many steps."""
     train_freq: int = 4
     """environment steps between Q-network updates."""
     gradient_steps: int = 1
@@ -149,7 +150,7 @@ def _field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     docs: dict[str, str] = {}
     body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, nxt in zip(body, body[1:], strict=False):
+    for node, nxt in itertools.pairwise(body):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
                 docs[node.target.id] = str(nxt.value.value)

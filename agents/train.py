@@ -67,7 +67,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     vec = None
     try:
         if found is not None:
-            model_path, buffer_path = found
+            model_path, _buffer_path = found
             model = DQN.load(model_path, device="cpu")
             resumed_from = model.num_timesteps
             env_seed = cfg.seed + resumed_from

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -12,16 +13,19 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from rlopt.control import ActionSpec, ControlMode, Controller, ObservationSpec
+from rlopt.control import ActionSpec, Controller, ControlMode, ObservationSpec
 from rlopt.data import ImageData, load_idx_dataset, load_mnist
 from rlopt.models import build_model
 from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
-from rlopt.training import OPTIMIZER_PRESETS, Trainer, make_optimizer, resolve_device
-
-#: random start points of training episodes draw their seeds from [0, TRAIN_SEED_RANGE) …
-TRAIN_SEED_RANGE = 2**30
-#: … and held-out ones (evaluation) from [HELD_OUT_SEED_BASE, 2**31): the two never meet
-HELD_OUT_SEED_BASE = 2**30
+from rlopt.training import (
+    HELD_OUT_SEED_BASE,
+    OPTIMIZER_PRESETS,
+    TRAIN_SEED_RANGE,
+    Trainer,
+    build_seeded_model,
+    make_optimizer,
+    resolve_device,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class EnvConfig:
     held_out: bool = False
     data_dir: str | None = None
     data_seed: int = 0
-    rewards: RewardConfig = RewardConfig()
+    rewards: RewardConfig = field(default_factory=RewardConfig)
 
     def __post_init__(self) -> None:
         if self.start not in ("fixed", "random"):
@@ -120,7 +124,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation Space
 
-    ``Box(-10, 10, (18,), float32)``: the features of :mod:`rlopt.control` (table there and in
+    ``Box(-10, 10, (19,), float32)``: the features of :mod:`rlopt.control` (table there and in
     README), computed after every training step by the same code the exported scheduler runs.
 
     ## Rewards
@@ -195,12 +199,6 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     def action_spec(self) -> ActionSpec:
         return self._action_spec
 
-    def _build_model(self, seed: int) -> torch.nn.Module:
-        # fork_rng keeps the caller's global torch RNG untouched by the initialisation
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_model(self.config.model)  # type: ignore[arg-type]
-
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -209,13 +207,14 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         if cfg.start == "fixed":
             model_seed = batch_seed = cfg.fixed_seed
             if self._fixed_init is None:
-                self._fixed_init = {k: v.clone() for k, v in self._build_model(model_seed).state_dict().items()}
+                initial = build_seeded_model(cfg.model, model_seed).state_dict()
+                self._fixed_init = {k: v.clone() for k, v in initial.items()}
             model = build_model(cfg.model)  # type: ignore[arg-type]
             model.load_state_dict(self._fixed_init)
         else:
             base = HELD_OUT_SEED_BASE if cfg.held_out else 0
             model_seed, batch_seed = (base + int(s) for s in self.np_random.integers(0, TRAIN_SEED_RANGE, 2))
-            model = self._build_model(model_seed)
+            model = build_seeded_model(cfg.model, model_seed)
         model.to(self.device)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.initial_lr, seed=batch_seed)
         self._controller = Controller(optimizer, self._obs_spec, self._action_spec)
@@ -231,7 +230,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         loss = self._trainer.train_step()  # Algorithm 1: one update with the initial hyperparameters
         self._obs = self._controller.observe(loss)
         self._loss = loss
-        self._best_loss = loss if math.isfinite(loss) else math.inf
+        first = self._judged_losses()[-1]
+        self._best_loss = first if math.isfinite(first) else math.inf
         return self._obs, self._get_info()
 
     def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -247,17 +247,18 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             self._obs = self._controller.observe(loss)
             # a finite loss with non-finite parameters is divergence too (seen after the update)
             self._loss = loss if self._controller.params_finite else math.nan
-            losses = [*list(self._controller.losses)[:-1], self._loss]
-        else:  # the clamped values are never trained with: the episode ends here
-            losses = [*self._controller.losses, self._loss]
-        reward, tier = tiered_reward(
-            losses, self._best_loss, self._steps, in_bounds=in_bounds, config=cfg.rewards
-        )
+        # the tiers judge the moving average (default) or the raw mini-batch losses (the paper)
+        window = list(self._judged_losses())
+        if in_bounds:
+            window[-1] = window[-1] if math.isfinite(self._loss) else math.nan
+        # out of bounds: the clamped values are never trained with, the episode ends on this window
+        reward, tier = tiered_reward(window, self._best_loss, self._steps, in_bounds=in_bounds, config=cfg.rewards)
         self._last_tier = tier
         self._score += reward
-        if in_bounds and math.isfinite(self._loss):
-            self._best_loss = min(self._best_loss, self._loss)
-            if self._steps_to_threshold < 0 and self._loss <= cfg.rewards.threshold_loss:
+        judged = window[-1]
+        if in_bounds and math.isfinite(judged):
+            self._best_loss = min(self._best_loss, judged)
+            if self._steps_to_threshold < 0 and judged <= cfg.rewards.threshold_loss:
                 self._steps_to_threshold = self._steps
         terminated = tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)
         floor = cfg.rewards.score_floor
@@ -268,6 +269,12 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             info["val_loss"] = result.loss if math.isfinite(result.loss) else float("nan")
             info["val_accuracy"] = result.accuracy
         return self._obs, float(reward), terminated, truncated, info
+
+    def _judged_losses(self) -> Sequence[float]:
+        assert self._controller is not None
+        if self.config.rewards.smoothed:
+            return self._controller.smoothed_losses
+        return self._controller.losses
 
     def _get_info(self) -> dict[str, Any]:
         assert self._controller is not None

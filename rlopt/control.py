@@ -19,6 +19,7 @@ loss_min               ln(min W / L_0)
 loss_delta             ln(L_t / W_first): change of the loss across the window
 loss_fluctuation       (max W − min W) / mean W — the quantity reward tier 2 judges
 loss_decrease_run      consecutive decreases of the loss ending at t, / loss_window, capped at 1
+loss_smoothed          ln(S_t / L_0), S the exponential moving average of the loss (what rewards judge)
 params_increased       fraction of parameters that grew in the last update
 params_decreased       fraction of parameters that shrank in the last update
 param_change_ratio     log10(mean|Δθ| / mean|θ|)
@@ -66,6 +67,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "loss_delta",
     "loss_fluctuation",
     "loss_decrease_run",
+    "loss_smoothed",
     "params_increased",
     "params_decreased",
     "param_change_ratio",
@@ -93,6 +95,8 @@ class ObservationSpec:
         grad_history: gradient magnitudes kept (current and previous); the paper's "previous 3".
         horizon: steps that normalise the ``step`` feature — the training episode length.
         clip: every feature is clipped to ``[-clip, clip]``.
+        loss_smoothing: β of the loss's moving average S_t = β·S_{t−1} + (1−β)·L_t (S_1 = L_1);
+            0.9 averages about ten mini-batches.
         version: :data:`OBSERVATION_VERSION` when the spec was made.
         features: feature names in order.
     """
@@ -101,6 +105,7 @@ class ObservationSpec:
     grad_history: int = 3
     horizon: int = 250
     clip: float = 10.0
+    loss_smoothing: float = 0.9
     version: int = OBSERVATION_VERSION
     features: tuple[str, ...] = FEATURE_NAMES
 
@@ -109,6 +114,8 @@ class ObservationSpec:
             raise ValueError(f"loss_window must be >= 2, got {self.loss_window}")
         if self.grad_history != 3:
             raise ValueError("grad_history must be 3: the feature set names grad, grad_prev, grad_prev2")
+        if not 0 <= self.loss_smoothing < 1:
+            raise ValueError(f"loss_smoothing must be in [0, 1), got {self.loss_smoothing}")
         if self.horizon < 1 or self.clip <= 0:
             raise ValueError(f"horizon must be >= 1 and clip > 0, got {self.horizon}, {self.clip}")
 
@@ -219,6 +226,7 @@ class _Reference:
 @dataclass
 class _History:
     losses: deque[float]
+    smoothed: deque[float]
     grads: deque[float]
     decrease_run: int = 0
     reference: _Reference = field(default_factory=_Reference)
@@ -258,6 +266,7 @@ class Controller:
         self.params_finite = True
         self._history = _History(
             losses=deque(maxlen=self.observation.loss_window),
+            smoothed=deque(maxlen=self.observation.loss_window),
             grads=deque(maxlen=self.observation.grad_history),
         )
         self._prev_params: torch.Tensor | None = None
@@ -270,6 +279,7 @@ class Controller:
         return {
             "steps": self.steps,
             "losses": list(hist.losses),
+            "smoothed": list(hist.smoothed),
             "grads": list(hist.grads),
             "decrease_run": hist.decrease_run,
             "reference_loss": hist.reference.loss,
@@ -282,6 +292,7 @@ class Controller:
         self.steps = int(state["steps"])
         self._history = _History(
             losses=deque(state["losses"], maxlen=spec.loss_window),
+            smoothed=deque(state["smoothed"], maxlen=spec.loss_window),
             grads=deque(state["grads"], maxlen=spec.grad_history),
             decrease_run=int(state["decrease_run"]),
             reference=_Reference(loss=state["reference_loss"], grad=state["reference_grad"]),
@@ -293,8 +304,13 @@ class Controller:
 
     @property
     def losses(self) -> Sequence[float]:
-        """The latest ``loss_window`` losses, oldest first (what reward tiers 2 and 3 judge)."""
+        """The latest ``loss_window`` mini-batch losses, oldest first."""
         return self._history.losses
+
+    @property
+    def smoothed_losses(self) -> Sequence[float]:
+        """The latest ``loss_window`` values of the loss's moving average, oldest first."""
+        return self._history.smoothed
 
     def hyperparameters(self) -> tuple[float, float]:
         """``(lr, Γ)`` of the first param group."""
@@ -335,6 +351,9 @@ class Controller:
         prev_loss = hist.losses[-1] if hist.losses else loss
         hist.decrease_run = hist.decrease_run + 1 if loss < prev_loss else 0
         hist.losses.append(loss)
+        beta = spec.loss_smoothing
+        smoothed = beta * hist.smoothed[-1] + (1 - beta) * loss if hist.smoothed else loss
+        hist.smoothed.append(smoothed)
         hist.grads.append(mean_abs_grad)
         self.steps += 1
 
@@ -360,6 +379,7 @@ class Controller:
             log_ratio(loss, max(window[0], _TINY)),
             (w_max - w_min) / max(abs(w_mean), _TINY),
             min(hist.decrease_run / spec.loss_window, 1.0),
+            log_ratio(smoothed, ref_loss),
             0.5 * (sign_abs + sign_sum) / n,
             0.5 * (sign_abs - sign_sum) / n,
             math.log10(max(delta_abs, _TINY) / max(param_abs, _TINY)),

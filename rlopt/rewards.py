@@ -12,13 +12,22 @@ tier  condition                                                            rewar
 3     the current loss is above the minimum of the first half of the       ``too_high_penalty``
       window: the rate is too high
 4     the loss reached the threshold (0.02) — or, failing that, a new      ``threshold_reward`` or
-      minimum of the episode                                               ``new_min_reward``, each
+      minimum of the episode                                               ``new_min_reward`` ×
+                                                                           ln(old min / new min), each
                                                                            × (1 + steps saved / horizon)
 5     none of the above                                                    0
 ====  ===================================================================  =========================
 
 "Steps saved" is ``horizon − t``: the earlier progress comes, the larger the reward (§4.1: "a positive
 reward will be given according to the total steps").
+
+Two documented departures from §4.1, both switchable in :class:`RewardConfig` (``smoothed=False,
+scale_by_improvement=False, new_min_reward=1`` is the paper's reward): the tiers judge the moving
+average of the loss rather than the raw mini-batch loss, and a new minimum earns in proportion to the
+log-improvement. Measured with constant learning rates on the default environment (3 random starts,
+``/tmp``-free reproduction in README), the paper's reward ranks lr 0.05 > 0.1 > 0.2 > 0.3 although
+validation accuracy after 250 steps ranks 0.2 > 0.3 > 0.1 > 0.05; with both changes the returns
+rank the rates as validation accuracy does.
 """
 
 from __future__ import annotations
@@ -54,10 +63,18 @@ class RewardConfig:
         too_high_penalty: tier 3 reward ("a normal negative reward").
         threshold_loss: the loss that counts as trained (the paper: 0.02).
         threshold_reward: tier 4 base reward when the loss is at or below ``threshold_loss``.
-        new_min_reward: tier 4 base reward for a new minimum of the episode's loss.
+        new_min_reward: tier 4 base reward for a new minimum of the episode's loss; with
+            ``scale_by_improvement`` it is the reward per unit of ``ln(previous best / new best)``.
+        scale_by_improvement: scale the new-minimum reward by how much the minimum improved, so the
+            progress rewards of an episode add up to (a step-weighted) ``ln(first loss / best loss)``:
+            a faster descent earns more, not just a smoother one. ``False`` is the paper's constant.
         horizon: episode length used for "steps saved".
         score_floor: Algorithm 1's ``score_0``: the episode stops once the summed reward falls
             below it; ``None`` disables the cut-off.
+        smoothed: judge tiers 2-4 on the moving average of the loss (``ObservationSpec.loss_smoothing``)
+            instead of the raw mini-batch losses of the paper. With batches of 32 the batch-to-batch
+            noise swamps the effect of the learning rate: judged on raw losses, constant rates of
+            0.05-0.1 out-score 0.2-0.3 although the latter reach lower validation loss (README).
     """
 
     bound_penalty: float = -10.0
@@ -68,9 +85,11 @@ class RewardConfig:
     too_high_penalty: float = -0.2
     threshold_loss: float = 0.02
     threshold_reward: float = 2.0
-    new_min_reward: float = 1.0
+    new_min_reward: float = 20.0
     horizon: int = 250
     score_floor: float | None = -50.0
+    smoothed: bool = True
+    scale_by_improvement: bool = True
 
     def __post_init__(self) -> None:
         if self.bound_penalty >= 0 or self.divergence_penalty >= 0:
@@ -123,5 +142,8 @@ def tiered_reward(
     if current <= config.threshold_loss:
         return progress_bonus(config.threshold_reward, step, config.horizon), RewardTier.THRESHOLD
     if current < best_loss:
-        return progress_bonus(config.new_min_reward, step, config.horizon), RewardTier.NEW_MINIMUM
+        base = config.new_min_reward
+        if config.scale_by_improvement:
+            base *= math.log(best_loss / current) if math.isfinite(best_loss) and current > 0 else 0.0
+        return progress_bonus(base, step, config.horizon), RewardTier.NEW_MINIMUM
     return 0.0, RewardTier.NEUTRAL

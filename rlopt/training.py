@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rlopt.data import iterate_batches
+from rlopt.models import build_model
 from rlopt.optim import RSGD
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -25,11 +26,24 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: mini-batch size used for evaluation passes (memory only; results do not depend on it)
 EVAL_BATCH_SIZE = 2000
 
+#: random start points (network initialisation, batch order) of agent training are seeded from
+#: [0, TRAIN_SEED_RANGE) …
+TRAIN_SEED_RANGE = 2**30
+#: … and held-out start points (evaluation) from [HELD_OUT_SEED_BASE, 2**31): the two never meet
+HELD_OUT_SEED_BASE = 2**30
+
+
+def build_seeded_model(name: str, seed: int) -> nn.Module:
+    """The model ``name`` initialised from ``seed`` without touching the global torch RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name)  # type: ignore[arg-type]
+
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     """Seed ``random``, NumPy and torch (all devices); optionally ask torch for deterministic kernels."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (seeds code that uses the legacy global RNG)
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

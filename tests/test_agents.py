@@ -13,6 +13,7 @@ import pytest
 
 from agents import TrainConfig, env_config, export_policy, make_dqn, make_vec_env
 from agents.config import DQNSettings, parse_config
+from rlopt.control import FEATURE_NAMES
 from rlopt.data import fake_image_data, save_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def test_exported_scheduler_reproduces_greedy_actions_without_gym_or_sb3(idx_dir
         observations.append(obs[0])
     obs_array = np.stack(observations).astype(np.float32)
     # add off-distribution observations too: exactness must not depend on where the inputs lie
-    obs_array = np.concatenate([obs_array, np.random.default_rng(0).uniform(-10, 10, (50, 18)).astype(np.float32)])
+    obs_array = np.concatenate([obs_array, np.random.default_rng(0).uniform(-10, 10, (50, len(FEATURE_NAMES))).astype(np.float32)])
     expected = model.predict(obs_array, deterministic=True)[0]
     spec = env_config(cfg)
     policy = export_policy(model, tmp_path / "policy.rlopt", spec.observation_spec(), spec.action_spec())

@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import envs
 from envs import ENV_IDS, EnvConfig, HyperparamControlEnv
+from rlopt.control import FEATURE_NAMES
 from rlopt.data import ImageData
 from rlopt.rewards import RewardTier
 
@@ -77,14 +78,15 @@ def test_random_start_differs_between_episodes_fixed_does_not(tiny_data: ImageDa
 def test_always_raising_lr_hits_the_bound(tiny_data: ImageData) -> None:
     env = make(ENV_IDS["lr"], tiny_data)
     env.reset(seed=0)
-    for step in range(1, 100):
+    raises = 0
+    terminated = truncated = False
+    while not (terminated or truncated) and raises < 100:
         obs, reward, terminated, truncated, info = env.step(2)
-        if terminated or truncated:
-            break
+        raises += 1
     assert terminated and not truncated
     assert info["reward_tier"] == RewardTier.OUT_OF_BOUNDS
     assert reward == EnvConfig().rewards.bound_penalty
-    assert 0.5 / 0.1 > (1 / 0.9) ** (step - 1)  # it took as many raises as the bound allows
+    assert 0.5 / 0.1 > (1 / 0.9) ** (raises - 1)  # it took as many raises as the bound allows
     assert np.isfinite(obs).all()
     assert "val_accuracy" in info
 
@@ -117,15 +119,15 @@ def test_observations_finite_under_random_actions(env_id: str, tiny_data: ImageD
 
 
 def test_dummy_and_subproc_vec_env(tiny_data: ImageData) -> None:
-    def factory(rank: int):  # noqa: ANN202
+    def factory(rank: int):
         return lambda: make(ENV_IDS["lr"], tiny_data, start="random")
 
     for vec_cls in (DummyVecEnv, SubprocVecEnv):
         vec = vec_cls([factory(i) for i in range(2)])
         vec.seed(3)
         obs = vec.reset()
-        assert obs.shape == (2, 18)
-        obs, rewards, dones, infos = vec.step(np.array([1, 1]))
+        assert obs.shape == (2, len(FEATURE_NAMES))
+        obs, rewards, _dones, _infos = vec.step(np.array([1, 1]))
         assert np.isfinite(obs).all() and rewards.shape == (2,)
         vec.close()
 
@@ -133,7 +135,7 @@ def test_dummy_and_subproc_vec_env(tiny_data: ImageData) -> None:
 def test_gymnasium_make_vec(tiny_data: ImageData) -> None:
     vec = gym.make_vec(ENV_IDS["lr"], num_envs=2, vectorization_mode="sync", data=tiny_data)
     obs, _ = vec.reset(seed=0)
-    assert obs.shape == (2, 18)
-    obs, rewards, terminated, truncated, _ = vec.step(np.array([0, 2]))
+    assert obs.shape == (2, len(FEATURE_NAMES))
+    obs, _rewards, _terminated, _truncated, _ = vec.step(np.array([0, 2]))
     assert np.isfinite(obs).all()
     vec.close()

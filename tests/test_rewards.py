@@ -43,30 +43,42 @@ def test_too_low_needs_a_full_window() -> None:
 
 
 def test_too_high_when_loss_above_first_half_minimum() -> None:
-    losses = noisy_flat(19) + [1.2]  # first half's minimum is 0.75
+    losses = [*noisy_flat(19), 1.2]  # first half's minimum is 0.75
     reward, tier = tiered_reward(losses, best_loss=0.75, step=30, in_bounds=True, config=CFG)
     assert tier is RewardTier.TOO_HIGH
     assert reward == CFG.too_high_penalty < 0
 
 
 def test_new_minimum_is_positive_and_earlier_is_larger() -> None:
-    losses = noisy_flat(19) + [0.5]
+    losses = [*noisy_flat(19), 0.5]
     early, tier = tiered_reward(losses, best_loss=0.75, step=20, in_bounds=True, config=CFG)
     late, _ = tiered_reward(losses, best_loss=0.75, step=240, in_bounds=True, config=CFG)
     assert tier is RewardTier.NEW_MINIMUM
     assert early > late > 0
+    assert early == pytest.approx(CFG.new_min_reward * math.log(0.75 / 0.5) * (1 + 230 / 250))
+
+
+def test_new_minimum_scales_with_improvement_unless_paper_mode() -> None:
+    losses = [*noisy_flat(19), 0.5]
+    small, _ = tiered_reward(losses, best_loss=0.51, step=20, in_bounds=True, config=CFG)
+    large, _ = tiered_reward(losses, best_loss=0.75, step=20, in_bounds=True, config=CFG)
+    assert 0 < small < large
+    paper = RewardConfig(smoothed=False, scale_by_improvement=False, new_min_reward=1.0)
+    a, _ = tiered_reward(losses, best_loss=0.51, step=20, in_bounds=True, config=paper)
+    b, _ = tiered_reward(losses, best_loss=0.75, step=20, in_bounds=True, config=paper)
+    assert a == b == pytest.approx(1 + 230 / 250)
 
 
 def test_threshold_beats_new_minimum() -> None:
-    losses = noisy_flat(19, level=0.05, spread=0.04) + [0.015]
+    losses = [*noisy_flat(19, level=0.05, spread=0.04), 0.015]
     reward, tier = tiered_reward(losses, best_loss=0.03, step=100, in_bounds=True, config=CFG)
     assert tier is RewardTier.THRESHOLD
     assert reward == pytest.approx(progress_bonus(CFG.threshold_reward, 100, CFG.horizon))
-    assert reward > progress_bonus(CFG.new_min_reward, 100, CFG.horizon)
+    assert reward > 0
 
 
 def test_neutral_otherwise() -> None:
-    losses = noisy_flat(19) + [0.7]  # below the first half's minimum 0.75, above the episode best
+    losses = [*noisy_flat(19), 0.7]  # below the first half's minimum 0.75, above the episode best
     reward, tier = tiered_reward(losses, best_loss=0.5, step=30, in_bounds=True, config=CFG)
     assert (reward, tier) == (0.0, RewardTier.NEUTRAL)
 

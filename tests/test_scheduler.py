@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rlopt import RSGD, LearnedScheduler, PolicyFileError
-from rlopt.control import ActionSpec, ObservationSpec
+from rlopt.control import FEATURE_NAMES, ActionSpec, ObservationSpec
 from rlopt.models import MLP
 from rlopt.scheduler import POLICY_VERSION, build_q_network, save_policy
 
@@ -142,4 +142,4 @@ def test_policy_file_is_weights_only(tmp_path: Path) -> None:
     path = write_policy(tmp_path / "p.rlopt")
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "rlopt-policy"
-    assert payload["network"]["sizes"] == [18, 16, 3]
+    assert payload["network"]["sizes"] == [len(FEATURE_NAMES), 16, 3]

@@ -1,0 +1,87 @@
+"""What a LearnedScheduler costs per step in a plain torch loop (target: ≤ 3 % of a CNN training step).
+
+Times blocks of a bare training step (Zhu et al.'s CNN, batch 32, SGD) alternately with blocks of the
+same step followed by ``sched.step(loss)``, and reports medians. The policy is ``--policy PATH`` or, by
+default, an untrained Q-network of the default layout (the cost does not depend on the weights).
+
+    python benchmarks/scheduler_overhead.py [--policy runs/default/policy.rlopt] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from rlopt import LearnedScheduler
+from rlopt.control import ActionSpec, ObservationSpec
+from rlopt.data import load_mnist
+from rlopt.scheduler import build_q_network, save_policy
+from rlopt.training import Trainer, build_seeded_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scheduler_overhead.json"
+BLOCK, BLOCKS, WARMUP = 50, 9, 30
+TRAIN_IMAGES, BATCH = 8000, 32
+
+
+def untrained_policy(path: Path) -> Path:
+    obs, actions = ObservationSpec(), ActionSpec()
+    torch.manual_seed(0)
+    return save_policy(path, build_q_network([obs.size, 64, 64, actions.n_actions]), obs, actions)
+
+
+def timed(fn: Callable[[], object], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", type=Path, default=None, help="policy file (default: an untrained one)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    split = load_mnist(progress=False).training.subset(TRAIN_IMAGES, seed=0)
+    x, y = split.float_images(), split.labels
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = args.policy or untrained_policy(Path(tmp) / "untrained.rlopt")
+        runs = {}
+        for name in ("bare", "scheduled"):
+            model = build_seeded_model("cnn", 0)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            trainer = Trainer(model, opt, x, y, batch_size=BATCH, seed=0)
+            if name == "bare":
+                runs[name] = trainer.train_step
+            else:
+                sched = LearnedScheduler.load(policy, opt)
+                runs[name] = lambda t=trainer, s=sched: s.step(t.train_step())
+        for fn in runs.values():
+            timed(fn, WARMUP)
+        samples: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(BLOCKS):
+            for name, fn in runs.items():
+                samples[name].append(timed(fn, BLOCK))
+    bare, scheduled = (statistics.median(samples[k]) for k in ("bare", "scheduled"))
+    overhead = scheduled / bare - 1
+    print(f"training step           : {bare * 1e3:7.3f} ms")
+    print(f"training step + sched   : {scheduled * 1e3:7.3f} ms")
+    print(f"scheduler overhead      : {100 * overhead:6.2f} %   (target <= 3 %)")
+    result = {"bare_step_s": bare, "scheduled_step_s": scheduled, "overhead": overhead,
+              "threads": args.threads, "policy": str(args.policy or "untrained default layout"),
+              "torch": torch.__version__}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
