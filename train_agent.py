@@ -24,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print(f"trained {result.num_timesteps} environment steps; exported {result.policy_path}")
+    chosen = (
+        f"the best of the held-out evaluations (mean return {result.best_eval_return:.1f})"
+        if result.selected == "best"
+        else "the final agent"
+    )
+    print(f"trained {result.num_timesteps} environment steps; exported {chosen} to {result.policy_path}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ class TrainResult:
     policy_path: Path
     num_timesteps: int
     resumed_from: int
+    selected: str  # "best" (highest held-out evaluation return) or "last"
+    best_eval_return: float | None
 
 
 class RunDirectoryError(RuntimeError):
@@ -88,20 +91,24 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             ControlLoggingCallback(cfg.log_every, progress=progress),
             PeriodicCheckpoint(checkpoint_dir, cfg.checkpoint_every),
         ]
+        evaluator: EvalCallback | None = None
         if cfg.eval_every > 0:
             eval_env = make_vec_env(
                 env_config(cfg, held_out=True), 1, seed=cfg.seed + 1, device=cfg.device, threads=cfg.threads
             )
-            callbacks.append(
-                EvalCallback(
-                    eval_env,
-                    n_eval_episodes=cfg.eval_episodes,
-                    eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
-                    log_path=str(out / "eval"),
-                    deterministic=True,
-                    verbose=0,
-                )
+            evaluator = EvalCallback(
+                eval_env,
+                n_eval_episodes=cfg.eval_episodes,
+                eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
+                log_path=str(out / "eval"),
+                best_model_save_path=str(out / "best"),
+                deterministic=True,
+                verbose=0,
             )
+            best_file = out / "best" / "best_eval_return.json"
+            if found is not None and best_file.is_file():  # a resumed run keeps the best so far
+                evaluator.best_mean_reward = float(json.loads(best_file.read_text())["best_eval_return"])
+            callbacks.append(evaluator)
         remaining = cfg.total_timesteps - model.num_timesteps
         try:
             if remaining > 0:
@@ -118,14 +125,27 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             raise
         save_checkpoint(model, checkpoint_dir)
         ecfg = env_config(cfg)
+        specs = (ecfg.observation_spec(), ecfg.action_spec())
+        metadata = {"train_config": cfg.to_dict(), "env_config": ecfg.to_dict()}
+        export_policy(model, out / "policy_last.rlopt", *specs, metadata={**metadata, "selected": "last"})
+        best_path = out / "best" / "best_model.zip"
+        best_return: float | None = None
+        if evaluator is not None and math.isfinite(evaluator.best_mean_reward):
+            best_return = float(evaluator.best_mean_reward)
+            (out / "best" / "best_eval_return.json").write_text(json.dumps({"best_eval_return": best_return}))
+        selected = "best" if best_path.is_file() else "last"
+        chosen = DQN.load(best_path, device="cpu") if selected == "best" else model
         policy_path = export_policy(
-            model,
-            out / "policy.rlopt",
-            ecfg.observation_spec(),
-            ecfg.action_spec(),
-            metadata={"train_config": cfg.to_dict(), "env_config": ecfg.to_dict()},
+            chosen, out / "policy.rlopt", *specs,
+            metadata={**metadata, "selected": selected, "best_eval_return": best_return},
         )
     finally:
         if vec is not None:
             vec.close()
-    return TrainResult(policy_path=policy_path, num_timesteps=model.num_timesteps, resumed_from=resumed_from)
+    return TrainResult(
+        policy_path=policy_path,
+        num_timesteps=model.num_timesteps,
+        resumed_from=resumed_from,
+        selected=selected,
+        best_eval_return=best_return,
+    )

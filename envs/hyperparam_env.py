@@ -18,8 +18,9 @@ from rlopt.data import ImageData, load_idx_dataset, load_mnist
 from rlopt.models import build_model
 from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
 from rlopt.training import (
-    HELD_OUT_SEED_BASE,
     OPTIMIZER_PRESETS,
+    SELECTION_SEED_BASE,
+    SELECTION_SEED_RANGE,
     TRAIN_SEED_RANGE,
     Trainer,
     build_seeded_model,
@@ -46,8 +47,8 @@ class EnvConfig:
         lr_bounds: allowed learning rates; ``None`` takes the optimizer's preset ([0.001, 0.5] for SGD).
         reinforce_init: starting R-SGD Γ when the agent controls it.
         fixed_seed: seed of the network initialisation and batch order in the ``fixed`` start mode.
-        held_out: draw random start points from the held-out seed range (evaluation during training)
-            instead of the training range.
+        held_out: draw random start points from the model-selection seed range (evaluation during
+            training), which neither training nor evaluate.py's held-out seeds use.
         data_dir: a directory holding an IDX dataset to use instead of MNIST (``None``: MNIST).
         data_seed: which training/validation images are drawn from the dataset.
         rewards: reward magnitudes (:class:`rlopt.rewards.RewardConfig`).
@@ -129,9 +130,11 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Rewards
 
-    The tiered reward of :mod:`rlopt.rewards`: out of bounds or diverged (−10, ends), fluctuation too
-    small (−0.5), loss above the window's first-half minimum (−0.2), threshold loss reached (+2) or new
-    minimum (+1) scaled by ``1 + steps saved / 250``, else 0.
+    The tiered reward of :mod:`rlopt.rewards` (defaults of :class:`rlopt.rewards.RewardConfig`):
+    out of bounds or diverged −50 and the episode ends; the moving average of the loss fluctuating
+    less than 10 % over 20 steps −0.5 (rate too low); above the minimum of the window's first half
+    −0.2 (rate too high); at or below 0.02 +2, else a new minimum +20·ln(old min / new min), both
+    × (1 + steps saved / 250); otherwise 0.
 
     ## Starting State
 
@@ -212,8 +215,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             model = build_model(cfg.model)  # type: ignore[arg-type]
             model.load_state_dict(self._fixed_init)
         else:
-            base = HELD_OUT_SEED_BASE if cfg.held_out else 0
-            model_seed, batch_seed = (base + int(s) for s in self.np_random.integers(0, TRAIN_SEED_RANGE, 2))
+            base, span = (SELECTION_SEED_BASE, SELECTION_SEED_RANGE) if cfg.held_out else (0, TRAIN_SEED_RANGE)
+            model_seed, batch_seed = (base + int(s) for s in self.np_random.integers(0, span, 2))
             model = build_seeded_model(cfg.model, model_seed)
         model.to(self.device)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.initial_lr, seed=batch_seed)

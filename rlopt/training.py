@@ -29,8 +29,11 @@ EVAL_BATCH_SIZE = 2000
 #: random start points (network initialisation, batch order) of agent training are seeded from
 #: [0, TRAIN_SEED_RANGE) …
 TRAIN_SEED_RANGE = 2**30
-#: … and held-out start points (evaluation) from [HELD_OUT_SEED_BASE, 2**31): the two never meet
+#: … evaluation (evaluate.py) uses HELD_OUT_SEED_BASE + i …
 HELD_OUT_SEED_BASE = 2**30
+#: … and model selection during training draws from [SELECTION_SEED_BASE, 2**31): the three never meet
+SELECTION_SEED_BASE = 2**30 + 2**29
+SELECTION_SEED_RANGE = 2**29
 
 
 def build_seeded_model(name: str, seed: int) -> nn.Module:
