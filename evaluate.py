@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-size", type=int, default=DEFAULTS.validation_size,
                         help="held-out validation images scored at the end of each run (default: %(default)s)")
     parser.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or auto (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes training runs in parallel, one thread each unless --threads "
+                        "(results do not depend on it; default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--flatness", action="store_true",
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             validation_size=args.validation_size,
             device=args.device,
             threads=args.threads,
+            workers=args.workers,
             flatness=args.flatness,
         )
         prepared = prepare(config)

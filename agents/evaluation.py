@@ -35,10 +35,12 @@ import csv
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +167,9 @@ class EvaluationConfig:
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``auto``."""
     threads: int | None = None
-    """torch CPU threads; ``None`` leaves torch's default."""
+    """torch CPU threads (per worker); ``None`` leaves torch's default (one per worker when workers > 1)."""
+    workers: int = 1
+    """processes that train runs in parallel; results are identical for any number of workers."""
     flatness: bool = False
     """measure the flatness radius of every final solution."""
     flatness_settings: FlatnessSettings = field(default_factory=FlatnessSettings)
@@ -185,6 +189,8 @@ class EvaluationConfig:
             raise ValueError(f"batch_size {self.batch_size} exceeds train_size {self.train_size}")
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if not self.policies and not self.baselines:
@@ -508,19 +514,50 @@ class EvaluationResult:
         return [m.name for m in self.methods if m.kind == "baseline"]
 
 
-def run(prepared: PreparedEvaluation, *, progress: bool = True) -> EvaluationResult:
-    """All method × seed runs, seed by seed (each seed's methods back to back), with a progress bar."""
+_WORKER: PreparedEvaluation | None = None
+
+
+def _init_worker(config: EvaluationConfig, data: ImageData | None) -> None:
+    global _WORKER
+    torch.set_num_threads(config.threads or 1)
+    _WORKER = prepare(config, data=data)
+
+
+def _run_in_worker(method_index: int, seed: int) -> RunRecord:
+    assert _WORKER is not None
+    return run_one(_WORKER.methods[method_index], seed, _WORKER)
+
+
+def run(
+    prepared: PreparedEvaluation, *, progress: bool = True, data: ImageData | None = None
+) -> EvaluationResult:
+    """All method × seed runs, seed by seed (each seed's methods back to back), with a progress bar.
+
+    With ``config.workers > 1`` the runs are spread over that many processes (``spawn``ed, each
+    preparing its own copy of the data; pass the same ``data`` given to :func:`prepare`, if any).
+    Every run is seeded by itself, so the records do not depend on the number of workers.
+    """
     config = prepared.config
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     seeds = held_out_seeds(config.seeds)
+    tasks = [(i, seed) for seed in seeds for i in range(len(prepared.methods))]
     records: list[RunRecord] = []
-    with tqdm(total=len(seeds) * len(prepared.methods), desc="evaluate", unit="run", disable=not progress) as bar:
-        for i, seed in enumerate(seeds):
-            for method in prepared.methods:
-                bar.set_postfix_str(f"seed {i + 1}/{len(seeds)} {method.name}")
-                records.append(run_one(method, seed, prepared))
+    with tqdm(total=len(tasks), desc="evaluate", unit="run", disable=not progress) as bar:
+        if config.workers == 1:
+            if config.threads is not None:
+                torch.set_num_threads(config.threads)
+            for i, seed in tasks:
+                bar.set_postfix_str(f"seed {seeds.index(seed) + 1}/{len(seeds)} {prepared.methods[i].name}")
+                records.append(run_one(prepared.methods[i], seed, prepared))
                 bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(config.workers, mp_context=context, initializer=_init_worker,
+                                     initargs=(config, data)) as pool:
+                futures = [pool.submit(_run_in_worker, i, seed) for i, seed in tasks]
+                for future in as_completed(futures):
+                    future.result()  # surface a failed run now
+                    bar.update()
+                records = [future.result() for future in futures]
     return EvaluationResult(config=config, methods=prepared.methods, seeds=tuple(seeds), records=tuple(records))
 
 
@@ -864,7 +901,7 @@ def evaluate(
     progress: bool = True,
 ) -> EvaluationResult:
     """:func:`prepare`, :func:`run` and, if ``out`` is given, :func:`write_outputs`."""
-    result = run(prepare(config, data=data), progress=progress)
+    result = run(prepare(config, data=data), progress=progress, data=data)
     if out is not None:
         write_outputs(result, out)
     return result

@@ -128,8 +128,9 @@ def test_not_reached_is_null_not_a_number(cli_run: Path) -> None:
 def test_paired_seeds_identical_across_invocations_and_methods(cli_run: Path, data_dir: Path,
                                                                tmp_path: Path) -> None:
     torch.set_num_threads(1)
+    # the second invocation spreads the runs over two processes: results must not depend on it
     config = EvaluationConfig(baselines=BASELINE_NAMES, seeds=SEEDS, steps=STEPS, data_dir=str(data_dir),
-                              train_size=400, validation_size=100, threads=1)
+                              train_size=400, validation_size=100, threads=1, workers=2)
     again = run_evaluation(config, progress=False)
     with np.load(cli_run / "curves.npz") as curves:
         first = {name: curves["loss"][i] for i, name in enumerate(curves["methods"])}
