@@ -28,9 +28,7 @@ def table1() -> ModuleType:
 
 def test_rows_fields_and_pairing(table1: ModuleType) -> None:
     data = fake_image_data(n_train=300, n_test=80, seed=0, n_validation=50)
-    protocol = table1.Protocol(
-        train_sizes=(100, 150), test_size=40, batch_size=25, epochs=2, runs=2, curve_every=1
-    )
+    protocol = table1.Protocol(train_sizes=(100, 150), test_size=40, batch_size=25, epochs=2, runs=2, curve_every=1)
     result = table1.run_table1(data, protocol, progress=False)
 
     rows = result["rows"]
