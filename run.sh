@@ -39,7 +39,7 @@ case "$job" in
         # a second run continues (or just re-exports) the first instead of refusing to overwrite it
         if compgen -G "$out/checkpoints/dqn_*_steps.zip" > /dev/null; then resume=(--resume); fi
         "$VENV/bin/python" train_agent.py --out "$out" "${resume[@]}" "$@"
-        "$VENV/bin/python" evaluate.py --policy "$out/policy.rlopt" --out "$out/eval"
+        "$VENV/bin/python" evaluate.py --policy "$out/policy.rlopt" --workers 2 --out "$out/eval"
         ;;
     test)
         setup

@@ -31,10 +31,13 @@ class DQNSettings:
     """random-action steps collected before the first gradient step (two episodes)."""
     batch_size: int = 64
     """transitions per Q-network update."""
-    gamma: float = 0.98
-    """discount; 0.98 looks about 50 steps ahead: a raised rate pays off over many steps."""
-    train_freq: int = 4
+    gamma: float = 0.99
+    """discount; 0.99 looks about 100 steps ahead: a raised rate pays off over many steps."""
+    train_freq: int = 1
     """environment steps between Q-network updates."""
+    n_steps: int = 5
+    """n-step returns: one learning-rate change acts over many steps, and its effect on a single
+    step's reward is small against the mini-batch noise."""
     gradient_steps: int = 1
     """Q-network updates each time."""
     exploration_fraction: float = 0.4
@@ -53,11 +56,11 @@ class TrainConfig:
     """what the agent changes: lr (learning rate), rsgd (R-SGD reinforcement Γ) or lr+rsgd (both)."""
     optimizer: str = "sgd"
     """the optimizer being controlled: sgd, adam or rsgd (rsgd and lr+rsgd control need rsgd)."""
-    episodes: int = 60
+    episodes: int = 100
     """training budget in episodes of 250 steps (a budget of episodes × 250 environment steps)."""
     start: str = "fixed"
     """fixed: the same initial CNN and batch order every episode; random: new ones each episode."""
-    n_envs: int = 1
+    n_envs: int = 2
     """parallel environments (more than 1 runs them in worker processes)."""
     seed: int = 0
     """seeds the agent, the environments and every start point drawn during training."""
@@ -71,9 +74,9 @@ class TrainConfig:
     """default (minutes on 2 CPU cores) or paper (Zhu et al. §4.4: 800 episodes, random start)."""
     checkpoint_every: int = 2500
     """environment steps between checkpoints (model + replay buffer)."""
-    eval_every: int = 5000
+    eval_every: int = 2000
     """environment steps between greedy evaluations on held-out start points (0 disables)."""
-    eval_episodes: int = 2
+    eval_episodes: int = 3
     """held-out episodes per evaluation."""
     log_every: int = 10
     """environment steps between per-step TensorBoard records (lr, Γ, loss, reward tier)."""

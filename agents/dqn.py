@@ -71,6 +71,7 @@ def make_dqn(env: VecEnv, settings: DQNSettings, *, seed: int, tensorboard_log: 
         gamma=settings.gamma,
         train_freq=settings.train_freq,
         gradient_steps=settings.gradient_steps,
+        n_steps=settings.n_steps,
         target_update_interval=settings.target_update_interval,
         exploration_fraction=settings.exploration_fraction,
         exploration_final_eps=settings.exploration_final_eps,

@@ -134,7 +134,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     out of bounds or diverged −50 and the episode ends; the moving average of the loss fluctuating
     less than 10 % over 20 steps −0.5 (rate too low); above the minimum of the window's first half
     −0.2 (rate too high); at or below 0.02 +2, else a new minimum +20·ln(old min / new min), both
-    × (1 + steps saved / 250); otherwise 0.
+    × (1 + steps saved / 250); otherwise 0. An action that changes a hyperparameter costs 0.1 more.
 
     ## Starting State
 
@@ -256,6 +256,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             window[-1] = window[-1] if math.isfinite(self._loss) else math.nan
         # out of bounds: the clamped values are never trained with, the episode ends on this window
         reward, tier = tiered_reward(window, self._best_loss, self._steps, in_bounds=in_bounds, config=cfg.rewards)
+        if self._action_spec.decode(int(action)) != (1.0, 1.0):
+            reward -= cfg.rewards.change_cost
         self._last_tier = tier
         self._score += reward
         judged = window[-1]

@@ -11,7 +11,7 @@ last ``loss_window`` losses (fewer at the start), ``N`` the number of controlled
 =====================  ========================================================================
 feature                definition
 =====================  ========================================================================
-step                   t / horizon (the step counter, normalised by the training episode length)
+step                   min(t / horizon, 1): beyond the training horizon a policy acts as at its end
 loss                   ln(L_t / L_0)
 loss_prev              ln(L_{t-1} / L_0)
 loss_max               ln(max W / L_0)
@@ -371,7 +371,7 @@ class Controller:
             return math.log(max(value, _TINY) / ref) if math.isfinite(value) else spec.clip
 
         features = [
-            self.steps / spec.horizon,
+            min(self.steps / spec.horizon, 1.0),
             log_ratio(loss, ref_loss),
             log_ratio(prev_loss, ref_loss),
             log_ratio(w_max, ref_loss),

@@ -68,6 +68,10 @@ class RewardConfig:
         scale_by_improvement: scale the new-minimum reward by how much the minimum improved, so the
             progress rewards of an episode add up to (a step-weighted) ``ln(first loss / best loss)``:
             a faster descent earns more, not just a smoother one. ``False`` is the paper's constant.
+        change_cost: subtracted from the reward of every action that changes a hyperparameter
+            (``0`` is the paper). One 10 % change moves the return by far less than the mini-batch
+            noise, so without it a DQN's greedy policy drifts wherever its Q-estimates' noise
+            points; the cost makes "keep" the default and a change something that must pay.
         horizon: episode length used for "steps saved".
         score_floor: Algorithm 1's ``score_0``: the episode stops once the summed reward falls
             below it; ``None`` disables the cut-off.
@@ -90,6 +94,7 @@ class RewardConfig:
     score_floor: float | None = -50.0
     smoothed: bool = True
     scale_by_improvement: bool = True
+    change_cost: float = 0.1
 
     def __post_init__(self) -> None:
         if self.bound_penalty >= 0 or self.divergence_penalty >= 0:

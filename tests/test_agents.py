@@ -47,7 +47,9 @@ def test_cli_writes_artifacts_and_resumes(idx_dir: Path, tmp_path: Path) -> None
     out = tmp_path / "run"
     first = run_cli(tiny_args(idx_dir, out, episodes=2))
     assert first.returncode == 0, first.stderr[-2000:]
-    assert (out / "policy.rlopt").is_file()
+    assert (out / "policy.rlopt").is_file() and (out / "policy_last.rlopt").is_file()
+    assert (out / "best" / "best_model.zip").is_file()  # the held-out evaluations picked an agent
+    assert "exported the best of the held-out evaluations" in first.stdout
     assert (out / "checkpoints" / "dqn_40_steps.zip").is_file()
     assert (out / "checkpoints" / "dqn_replay_buffer_40_steps.pkl").is_file()
     assert any((out / "tb").glob("events.out.tfevents.*"))
@@ -97,7 +99,8 @@ def test_exported_scheduler_reproduces_greedy_actions_without_gym_or_sb3(idx_dir
         observations.append(obs[0])
     obs_array = np.stack(observations).astype(np.float32)
     # add off-distribution observations too: exactness must not depend on where the inputs lie
-    obs_array = np.concatenate([obs_array, np.random.default_rng(0).uniform(-10, 10, (50, len(FEATURE_NAMES))).astype(np.float32)])
+    off_distribution = np.random.default_rng(0).uniform(-10, 10, (50, len(FEATURE_NAMES))).astype(np.float32)
+    obs_array = np.concatenate([obs_array, off_distribution])
     expected = model.predict(obs_array, deterministic=True)[0]
     spec = env_config(cfg)
     policy = export_policy(model, tmp_path / "policy.rlopt", spec.observation_spec(), spec.action_spec())

@@ -85,7 +85,8 @@ def test_always_raising_lr_hits_the_bound(tiny_data: ImageData) -> None:
         raises += 1
     assert terminated and not truncated
     assert info["reward_tier"] == RewardTier.OUT_OF_BOUNDS
-    assert reward == EnvConfig().rewards.bound_penalty
+    rewards = EnvConfig().rewards
+    assert reward == pytest.approx(rewards.bound_penalty - rewards.change_cost)  # the raise was a change
     assert 0.5 / 0.1 > (1 / 0.9) ** (raises - 1)  # it took as many raises as the bound allows
     assert np.isfinite(obs).all()
     assert "val_accuracy" in info
@@ -139,3 +140,31 @@ def test_gymnasium_make_vec(tiny_data: ImageData) -> None:
     obs, _rewards, _terminated, _truncated, _ = vec.step(np.array([0, 2]))
     assert np.isfinite(obs).all()
     vec.close()
+
+
+def test_score_cut_off_truncates_not_terminates(tiny_data: ImageData) -> None:
+    from rlopt.rewards import RewardConfig
+
+    env = make(ENV_IDS["lr"], tiny_data, rewards=RewardConfig(score_floor=-0.1, new_min_reward=0.0))
+    env.reset(seed=0)
+    terminated = truncated = False
+    score = 0.0
+    while not (terminated or truncated):
+        _, reward, terminated, truncated, info = env.step(1)
+        score += reward
+    assert truncated and not terminated  # the score is not in the state: a time-limit-like stop
+    assert score < -0.1 and info["score"] == pytest.approx(score)
+    assert "val_accuracy" in info
+
+
+def test_changing_the_rate_costs_change_cost(tiny_data: ImageData) -> None:
+    from rlopt.rewards import RewardConfig
+
+    rewards = {}
+    for cost in (0.0, 0.5):
+        env = make(ENV_IDS["lr"], tiny_data, rewards=RewardConfig(change_cost=cost))
+        env.reset(seed=0)
+        rewards[cost] = [env.step(a)[1] for a in (2, 1, 0)]  # raise, keep, lower
+    assert rewards[0.5][0] == pytest.approx(rewards[0.0][0] - 0.5)
+    assert rewards[0.5][1] == pytest.approx(rewards[0.0][1])
+    assert rewards[0.5][2] == pytest.approx(rewards[0.0][2] - 0.5)
