@@ -45,10 +45,10 @@ class Settings:
 
     threads: int = 1
     """torch threads in the measuring process and in each worker."""
-    block: int = 50
+    block: int = 40
     """steps per timed block."""
-    blocks: int = 9
-    """timed blocks per side (median reported)."""
+    blocks: int = 25
+    """timed blocks per side (medians reported)."""
     warmup: int = 30
     """untimed steps before measuring."""
     vec_steps: int = 400
@@ -102,11 +102,15 @@ def single_process(settings: Settings) -> dict[str, float]:
     time_block(bare, settings.warmup)
     time_block(env_step, settings.warmup)
     bare_s, env_s = [], []
-    for _ in range(settings.blocks):
-        bare_s.append(time_block(bare, settings.block))
-        env_s.append(time_block(env_step, settings.block))
+    for block in range(settings.blocks):
+        # alternate which side goes first, so drifting machine load hits both alike
+        pair = ((bare_s, bare), (env_s, env_step)) if block % 2 else ((env_s, env_step), (bare_s, bare))
+        for samples, fn in pair:
+            samples.append(time_block(fn, settings.block))
     bare_med, env_med = statistics.median(bare_s), statistics.median(env_s)
-    return {"bare_step_s": bare_med, "env_step_s": env_med, "ratio": env_med / bare_med}
+    # the median of per-pair ratios: each pair of blocks ran back to back under the same load
+    ratio = statistics.median(e / b for e, b in zip(env_s, bare_s, strict=True))
+    return {"bare_step_s": bare_med, "env_step_s": env_med, "ratio": ratio}
 
 
 def _worker(threads: int) -> gym.Env:

@@ -217,6 +217,19 @@ def check_optimizer_supports(optimizer: torch.optim.Optimizer, mode: ControlMode
             )
 
 
+def _memory_order(tensor: torch.Tensor) -> torch.Tensor:
+    """A 1-D view in memory order; ``reshape(-1)`` would copy channels-last conv weights.
+
+    The statistics are sums, indifferent to element order; the one order-sensitive quantity, a
+    parameter's change between two steps, compares a tensor with itself in the same layout.
+    """
+    if tensor.is_contiguous():
+        return tensor.view(-1)
+    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last):
+        return tensor.as_strided((tensor.numel(),), (1,), tensor.storage_offset())
+    return tensor.reshape(-1)
+
+
 @dataclass
 class _Reference:
     loss: float | None = None
@@ -320,8 +333,8 @@ class Controller:
     @torch.no_grad()
     def _parameter_statistics(self) -> tuple[float, float, float, float, float, float]:
         """One pass over flat parameters and gradients; a single host transfer at the end."""
-        flat = torch.cat([p.detach().reshape(-1) for p in self._params])
-        grads = [p.grad.reshape(-1) for p in self._params if p.grad is not None]
+        flat = torch.cat([_memory_order(p.detach()) for p in self._params])
+        grads = [_memory_order(p.grad) for p in self._params if p.grad is not None]
         grad = torch.cat(grads) if grads else torch.zeros_like(flat)
         if self._prev_params is None:
             delta = torch.zeros_like(flat)
@@ -391,9 +404,10 @@ class Controller:
             math.log10(max(lr, _TINY)),
             math.log10(max(1.0 - reinforce, _MIN_ONE_MINUS_REINFORCE)),
         ]
-        obs = np.nan_to_num(np.asarray(features, dtype=np.float32), nan=spec.clip, posinf=spec.clip,
-                            neginf=-spec.clip)
-        return np.clip(obs, -spec.clip, spec.clip)
+        obs = np.asarray(features, dtype=np.float32)
+        np.clip(obs, -spec.clip, spec.clip, out=obs)  # ±inf become ±clip
+        obs[np.isnan(obs)] = spec.clip
+        return obs
 
     def act(self, action: int) -> bool:
         """Apply a discrete action to every param group.

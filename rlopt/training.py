@@ -112,7 +112,8 @@ class Trainer:
         The loss is the one computed before the update (at the parameters the gradient was taken at).
         Gradients stay in ``p.grad`` afterwards, so observers can read them.
         """
-        self.model.train()
+        if not self.model.training:  # .train() walks every submodule: 0.1 ms a step on the CNN
+            self.model.train()
         x, y = next(self._batches)
         self.optimizer.zero_grad(set_to_none=False)
         loss = self.loss_fn(self.model(x), y)
