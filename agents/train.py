@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from agents.callbacks import ControlLoggingCallback, PeriodicCheckpoint, latest_
 from agents.config import TrainConfig
 from agents.dqn import env_config, make_dqn, make_vec_env
 from agents.export import export_policy
+from rlopt.data import load_mnist
 from rlopt.training import seed_everything
 
 #: settings a resumed run must share with the run it continues
@@ -62,6 +64,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoints"
     seed_everything(cfg.seed)
+    if cfg.data_dir is None:
+        # fetch and cache MNIST here, with progress shown, before worker processes look for it
+        load_mnist(progress=progress)
 
     resumed_from = 0
     found = latest_checkpoint(checkpoint_dir) if cfg.resume else None
@@ -96,6 +101,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             eval_env = make_vec_env(
                 env_config(cfg, held_out=True), 1, seed=cfg.seed + 1, device=cfg.device, threads=cfg.threads
             )
+            # the evaluation env runs in this process while training envs may run in workers
+            warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
             evaluator = EvalCallback(
                 eval_env,
                 n_eval_episodes=cfg.eval_episodes,

@@ -43,6 +43,7 @@ reinforcement factor ``j``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -231,6 +232,27 @@ def _memory_order(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class _FlatBuffers:
+    """Flat work tensors the size of all parameters, reused every step."""
+
+    flat: torch.Tensor
+    grad: torch.Tensor
+    delta: torch.Tensor
+    scratch: torch.Tensor
+
+    @classmethod
+    def for_params(cls, params: list[torch.Tensor]) -> _FlatBuffers:
+        n = sum(p.numel() for p in params)
+        dtype = functools.reduce(torch.promote_types, (p.dtype for p in params))
+        devices = {p.device for p in params}
+        if len(devices) > 1:
+            raise ValueError(f"the optimizer's parameters live on several devices ({devices}); "
+                             "a controller needs them on one")
+        device = devices.pop()
+        return cls(*(torch.empty(n, dtype=dtype, device=device) for _ in range(4)))
+
+
+@dataclass
 class _Reference:
     loss: float | None = None
     grad: float | None = None
@@ -283,6 +305,7 @@ class Controller:
             grads=deque(maxlen=self.observation.grad_history),
         )
         self._prev_params: torch.Tensor | None = None
+        self._buffers: _FlatBuffers | None = None
         if self.actions.controls_reinforcement:
             self._set_reinforcement(self.actions.reinforce_init)
 
@@ -313,7 +336,11 @@ class Controller:
         prev = state["prev_params"]
         if prev is not None and prev.numel() != self._n:
             raise ValueError(f"state is for {prev.numel()} parameters, this optimizer has {self._n}")
-        self._prev_params = None if prev is None else prev.to(self._params[0].device)
+        if prev is None:
+            self._prev_params = None
+        else:  # a private copy: the swap in _parameter_statistics writes into it later
+            dtype = functools.reduce(torch.promote_types, (p.dtype for p in self._params))
+            self._prev_params = prev.to(device=self._params[0].device, dtype=dtype, copy=True)
 
     @property
     def losses(self) -> Sequence[float]:
@@ -332,19 +359,34 @@ class Controller:
 
     @torch.no_grad()
     def _parameter_statistics(self) -> tuple[float, float, float, float, float, float]:
-        """One pass over flat parameters and gradients; a single host transfer at the end."""
-        flat = torch.cat([_memory_order(p.detach()) for p in self._params])
+        """Σ|g|, Σg, Σsign(Δθ), #changed, Σ|Δθ|, Σ|θ| over all parameters; one host transfer.
+
+        Works in buffers allocated once: allocating the flat copies every step cost more than the
+        arithmetic (a LearnedScheduler step took 7.3 % of a CNN training step instead of 2.5 %).
+        """
+        buf = self._buffers
+        if buf is None:
+            buf = self._buffers = _FlatBuffers.for_params(self._params)
+        torch.cat([_memory_order(p.detach()) for p in self._params], out=buf.flat)
         grads = [_memory_order(p.grad) for p in self._params if p.grad is not None]
-        grad = torch.cat(grads) if grads else torch.zeros_like(flat)
+        if len(grads) == len(self._params):
+            torch.cat(grads, out=buf.grad)
+        else:  # parameters without gradients contribute zeros
+            buf.grad.zero_()
+            if grads:
+                buf.grad[: sum(g.numel() for g in grads)] = torch.cat(grads)
         if self._prev_params is None:
-            delta = torch.zeros_like(flat)
+            buf.delta.zero_()
         else:
-            delta = flat - self._prev_params
-        self._prev_params = flat
-        sign = delta.sign()
-        stats = torch.stack(
-            [grad.abs().sum(), grad.sum(), sign.sum(), sign.abs().sum(), delta.abs().sum(), flat.abs().sum()]
-        ).tolist()
+            torch.sub(buf.flat, self._prev_params, out=buf.delta)
+        grad, delta, tmp = buf.grad, buf.delta, buf.scratch
+        sums = [torch.abs(grad, out=tmp).sum(), grad.sum()]
+        torch.sign(delta, out=tmp)
+        sums += [tmp.sum(), tmp.abs_().sum(), torch.abs(delta, out=tmp).sum(), torch.abs(buf.flat, out=tmp).sum()]
+        stats = torch.stack(sums).tolist()
+        # the current parameters become the previous ones: swap instead of copying
+        previous = self._prev_params if self._prev_params is not None else torch.empty_like(buf.flat)
+        self._prev_params, buf.flat = buf.flat, previous
         return tuple(stats)  # type: ignore[return-value]
 
     def observe(self, loss: float) -> np.ndarray:

@@ -22,8 +22,8 @@ Nothing here imports gymnasium or stable-baselines3.
 
 from __future__ import annotations
 
-import itertools
 import functools
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path

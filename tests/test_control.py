@@ -114,3 +114,20 @@ def test_specs_round_trip_through_dicts() -> None:
     obs, act = ObservationSpec(loss_window=10), ActionSpec(mode="lr+rsgd", lr_bounds=(1e-4, 0.1))
     assert ObservationSpec.from_dict(obs.to_dict()) == obs
     assert ActionSpec.from_dict(act.to_dict()) == act
+
+
+def test_statistics_buffers_survive_a_state_round_trip() -> None:
+    p, opt = sgd_on([1.0, 2.0, 3.0])
+    a = Controller(opt)
+    for value in (0.5, -0.5, 0.25):
+        p.grad = torch.full((3,), value)
+        opt.step()
+        a.observe(1.0 + value)
+    saved = a.state_dict()
+    b = Controller(opt)
+    b.load_state_dict(saved)
+    p.grad = torch.tensor([0.3, -0.1, 0.0])
+    opt.step()
+    expected = a.observe(0.9)
+    assert np.array_equal(b.observe(0.9), expected)
+    assert saved["prev_params"] is not b._prev_params  # the loaded state is not written into
