@@ -30,7 +30,7 @@ import torch
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs
-from envs import EnvConfig
+from envs import EnvConfig, HyperparamControlEnv
 from rlopt.data import iterate_batches
 from rlopt.rewards import RewardConfig
 from rlopt.training import build_seeded_model
@@ -94,6 +94,7 @@ def single_process(settings: Settings) -> dict[str, float]:
     env = endless_env()
     env.reset(seed=0)
     inner = env.unwrapped
+    assert isinstance(inner, HyperparamControlEnv)
     bare = bare_loop(inner.config, inner._train_x, inner._train_y)
 
     def env_step() -> None:
@@ -101,7 +102,8 @@ def single_process(settings: Settings) -> dict[str, float]:
 
     time_block(bare, settings.warmup)
     time_block(env_step, settings.warmup)
-    bare_s, env_s = [], []
+    bare_s: list[float] = []
+    env_s: list[float] = []
     for block in range(settings.blocks):
         # alternate which side goes first, so drifting machine load hits both alike
         pair = ((bare_s, bare), (env_s, env_step)) if block % 2 else ((env_s, env_step), (bare_s, bare))

@@ -55,7 +55,8 @@ POLICIES: dict[str, tuple[float, Policy]] = {
 def episode(lr: float, policy: Policy, seed: int, rewards: RewardConfig) -> tuple[float, float]:
     env = gym.make("rlopt/LRControl-v0", start="random", lr_init=lr, rewards=rewards)
     env.reset(seed=seed)
-    total, step, done, info = 0.0, 0, False, {}
+    total, step, done = 0.0, 0, False
+    info: dict[str, float] = {}
     while not done:
         _, reward, terminated, truncated, info = env.step(policy(step))
         total += float(reward)

@@ -10,6 +10,7 @@ default, an untrained Q-network of the default layout (the cost does not depend 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -36,6 +37,10 @@ def untrained_policy(path: Path) -> Path:
     return save_policy(path, build_q_network([obs.size, 64, 64, actions.n_actions]), obs, actions)
 
 
+def _scheduled_step(trainer: Trainer, sched: LearnedScheduler) -> int:
+    return sched.step(trainer.train_step())
+
+
 def timed(fn: Callable[[], object], n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
@@ -54,7 +59,7 @@ def main() -> None:
     x, y = split.float_images(), split.labels
     with tempfile.TemporaryDirectory() as tmp:
         policy = args.policy or untrained_policy(Path(tmp) / "untrained.rlopt")
-        runs = {}
+        runs: dict[str, Callable[[], object]] = {}
         for name in ("bare", "scheduled"):
             model = build_seeded_model("cnn", 0)
             opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -63,7 +68,7 @@ def main() -> None:
                 runs[name] = trainer.train_step
             else:
                 sched = LearnedScheduler.load(policy, opt)
-                runs[name] = lambda t=trainer, s=sched: s.step(t.train_step())
+                runs[name] = functools.partial(_scheduled_step, trainer, sched)
         for fn in runs.values():
             timed(fn, WARMUP)
         samples: dict[str, list[float]] = {name: [] for name in runs}

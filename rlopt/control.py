@@ -387,7 +387,7 @@ class Controller:
         # the current parameters become the previous ones: swap instead of copying
         previous = self._prev_params if self._prev_params is not None else torch.empty_like(buf.flat)
         self._prev_params, buf.flat = buf.flat, previous
-        return tuple(stats)  # type: ignore[return-value]
+        return tuple(stats)
 
     def observe(self, loss: float) -> np.ndarray:
         """Record the loss of the step just taken and return the observation (float32)."""
