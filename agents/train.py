@@ -37,6 +37,14 @@ class RunDirectoryError(RuntimeError):
     """The output directory does not fit the request (an existing run without --resume, …)."""
 
 
+def _load_dqn(path: Path) -> DQN:
+    with warnings.catch_warnings():
+        # a saved n-step DQN records its NStepReplayBuffer class; SB3 then warns that n_steps is
+        # "ignored", although that buffer already carries n_steps (its replay is unchanged)
+        warnings.filterwarnings("ignore", "`n_steps=")
+        return DQN.load(path, device="cpu")
+
+
 def _check_out_dir(cfg: TrainConfig, out: Path) -> None:
     config_path = out / "config.json"
     checkpoints = latest_checkpoint(out / "checkpoints")
@@ -76,7 +84,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     try:
         if found is not None:
             model_path, _buffer_path = found
-            model = DQN.load(model_path, device="cpu")
+            model = _load_dqn(model_path)
             resumed_from = model.num_timesteps
             env_seed = cfg.seed + resumed_from
         vec = make_vec_env(env_config(cfg), cfg.n_envs, seed=env_seed, device=cfg.device, threads=cfg.threads)
@@ -141,7 +149,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             best_return = float(evaluator.best_mean_reward)
             (out / "best" / "best_eval_return.json").write_text(json.dumps({"best_eval_return": best_return}))
         selected = "best" if best_path.is_file() else "last"
-        chosen = DQN.load(best_path, device="cpu") if selected == "best" else model
+        chosen = _load_dqn(best_path) if selected == "best" else model
         policy_path = export_policy(
             chosen, out / "policy.rlopt", *specs,
             metadata={**metadata, "selected": selected, "best_eval_return": best_return},

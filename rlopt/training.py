@@ -23,8 +23,8 @@ from rlopt.optim import RSGD
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: mini-batch size used for evaluation passes (memory only; results do not depend on it)
-EVAL_BATCH_SIZE = 2000
+#: mini-batch size of evaluation passes (memory and speed only: 8000 CNN images took 1.3 s at 250, 2.3 s at 2000)
+EVAL_BATCH_SIZE = 250
 
 #: random start points (network initialisation, batch order) of agent training are seeded from
 #: [0, TRAIN_SEED_RANGE) …
