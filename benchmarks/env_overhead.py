@@ -52,7 +52,9 @@ class Settings:
     warmup: int = 30
     """untimed steps before measuring."""
     vec_steps: int = 400
-    """vector-env steps timed per worker count."""
+    """vector-env steps timed per worker count and repeat."""
+    vec_repeats: int = 3
+    """repeats of the 1-worker / 2-worker pair (medians reported)."""
 
 
 def bare_loop(env_config: EnvConfig, train_x: torch.Tensor, train_y: torch.Tensor):
@@ -145,11 +147,16 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings(threads=args.threads)
     if args.quick:
-        settings = Settings(threads=args.threads, block=10, blocks=3, warmup=5, vec_steps=40)
+        settings = Settings(threads=args.threads, block=10, blocks=3, warmup=5, vec_steps=40, vec_repeats=1)
 
     single = single_process(settings)
-    one = vector_throughput(1, settings)
-    two = vector_throughput(2, settings)
+    # short throughput windows swing with the VM's load: alternate 1 and 2 workers, take medians
+    ones: list[float] = []
+    twos: list[float] = []
+    for rep in range(settings.vec_repeats):
+        for n_workers in ((1, 2) if rep % 2 == 0 else (2, 1)):
+            (ones if n_workers == 1 else twos).append(vector_throughput(n_workers, settings))
+    one, two = statistics.median(ones), statistics.median(twos)
     result = {
         **single,
         "vec_steps_per_s_1_worker": one,
