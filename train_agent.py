@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import sys
 
-from agents import RunDirectoryError, parse_config, train
+from agents import TrainingSetupError, parse_config, train
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     try:
         result = train(cfg)
-    except RunDirectoryError as exc:
+    except TrainingSetupError as exc:
         print(f"train_agent.py: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

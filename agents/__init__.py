@@ -4,7 +4,7 @@ from agents.callbacks import ControlLoggingCallback, PeriodicCheckpoint, latest_
 from agents.config import DQNSettings, TrainConfig, parse_config
 from agents.dqn import env_config, make_dqn, make_vec_env
 from agents.export import export_policy, q_network_of
-from agents.train import RunDirectoryError, TrainResult, train
+from agents.train import RunDirectoryError, TrainingSetupError, TrainResult, train
 
 __all__ = [
     "ControlLoggingCallback",
@@ -13,6 +13,7 @@ __all__ = [
     "RunDirectoryError",
     "TrainConfig",
     "TrainResult",
+    "TrainingSetupError",
     "env_config",
     "export_policy",
     "latest_checkpoint",

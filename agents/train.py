@@ -17,8 +17,8 @@ from agents.callbacks import ControlLoggingCallback, PeriodicCheckpoint, latest_
 from agents.config import TrainConfig
 from agents.dqn import env_config, make_dqn, make_vec_env
 from agents.export import export_policy
-from rlopt.data import load_mnist
-from rlopt.training import seed_everything
+from rlopt.data import DataError, load_idx_dataset, load_mnist
+from rlopt.training import resolve_device, seed_everything
 
 #: settings a resumed run must share with the run it continues
 _RESUME_INVARIANTS = ("control", "optimizer", "start", "episode_steps", "batch_size", "train_size", "data_dir")
@@ -33,7 +33,11 @@ class TrainResult:
     best_eval_return: float | None
 
 
-class RunDirectoryError(RuntimeError):
+class TrainingSetupError(RuntimeError):
+    """A run that cannot start as configured (device, data, output directory); nothing was trained."""
+
+
+class RunDirectoryError(TrainingSetupError):
     """The output directory does not fit the request (an existing run without --resume, …)."""
 
 
@@ -69,12 +73,18 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Run (or resume) a training run as configured; returns where the exported policy is."""
     out = Path(cfg.out)
     _check_out_dir(cfg, out)
+    try:  # fail here, in one line, rather than inside every environment worker
+        resolve_device(cfg.device)
+        if cfg.data_dir is None:
+            # fetch and cache MNIST here, with progress shown, before worker processes look for it
+            load_mnist(progress=progress)
+        else:
+            load_idx_dataset(cfg.data_dir)
+    except (RuntimeError, DataError) as exc:
+        raise TrainingSetupError(str(exc)) from exc
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoints"
     seed_everything(cfg.seed)
-    if cfg.data_dir is None:
-        # fetch and cache MNIST here, with progress shown, before worker processes look for it
-        load_mnist(progress=progress)
 
     resumed_from = 0
     found = latest_checkpoint(checkpoint_dir) if cfg.resume else None

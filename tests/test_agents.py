@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agents import TrainConfig, env_config, export_policy, make_dqn, make_vec_env
 from agents.config import DQNSettings, parse_config
@@ -66,6 +67,18 @@ def test_cli_writes_artifacts_and_resumes(idx_dir: Path, tmp_path: Path) -> None
 
     changed = run_cli([*tiny_args(idx_dir, out, episodes=4), "--resume", "--optimizer", "adam"])
     assert changed.returncode == 2 and "optimizer" in changed.stderr
+
+
+def test_unavailable_device_and_missing_data_are_one_line_errors(tmp_path: Path) -> None:
+    for args, expected in (
+        (["--device", "cuda"], "cuda"),
+        (["--data-dir", str(tmp_path / "nowhere")], "missing IDX file"),
+    ):
+        if args[0] == "--device" and torch.cuda.is_available():
+            continue
+        result = run_cli([*args, "--episodes", "1", "--out", str(tmp_path / "run")])
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert expected in result.stderr and "Traceback" not in result.stderr
 
 
 def test_help_documents_the_flags() -> None:
