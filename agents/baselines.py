@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
 
-from rlopt.control import check_optimizer_supports
+from rlopt.control import check_optimizer_supports, ema_update
 from rlopt.optim import RSGD
 from rlopt.scheduler import LearnedScheduler, PolicyFileError, load_policy
 from rlopt.schedules import PaperLRDecay, PowerReinforcement, make_momentum_sgd
@@ -146,7 +146,7 @@ class LossEMA:
 
     def update(self, loss: float) -> float:
         """Add one loss and return the new average."""
-        self.value = loss if self.value is None else self.beta * self.value + (1.0 - self.beta) * loss
+        self.value = ema_update(self.value, loss, self.beta)
         return self.value
 
 

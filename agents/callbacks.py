@@ -6,7 +6,6 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from tqdm.auto import tqdm
@@ -138,8 +137,3 @@ class PeriodicCheckpoint(BaseCallback):
             path.unlink(missing_ok=True)
             (self.directory / f"dqn_replay_buffer_{steps}_steps.pkl").unlink(missing_ok=True)
 
-
-def episode_summary(values: list[float]) -> str:
-    """``mean ± std`` of a list, for console lines."""
-    arr = np.asarray(values, dtype=float)
-    return f"{arr.mean():.4f} ± {arr.std():.4f}" if arr.size else "n/a"

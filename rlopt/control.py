@@ -201,6 +201,14 @@ class ActionSpec:
         return cls(**fields)
 
 
+def ema_update(previous: float | None, value: float, beta: float) -> float:
+    """One step of the moving average S_t = β·S_{t−1} + (1−β)·x_t, started at S_1 = x_1 (no bias).
+
+    The environment's rewards and ``evaluate.py``'s steps-to-threshold both judge a loss smoothed this way.
+    """
+    return value if previous is None else beta * previous + (1.0 - beta) * value
+
+
 def reinforcement_of(group: dict[str, Any]) -> float:
     """Current R-SGD reinforcement probability Γ of a param group; 0 for optimizers without one."""
     return float(group.get("reinforce_prob", 0.0))
@@ -406,8 +414,7 @@ class Controller:
         prev_loss = hist.losses[-1] if hist.losses else loss
         hist.decrease_run = hist.decrease_run + 1 if loss < prev_loss else 0
         hist.losses.append(loss)
-        beta = spec.loss_smoothing
-        smoothed = beta * hist.smoothed[-1] + (1 - beta) * loss if hist.smoothed else loss
+        smoothed = ema_update(hist.smoothed[-1] if hist.smoothed else None, loss, spec.loss_smoothing)
         hist.smoothed.append(smoothed)
         hist.grads.append(mean_abs_grad)
         self.steps += 1
