@@ -27,6 +27,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from _timing import paired_medians  # benchmarks/ is on sys.path when a script here runs
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs
@@ -74,13 +75,6 @@ def bare_loop(env_config: EnvConfig, train_x: torch.Tensor, train_y: torch.Tenso
     return step
 
 
-def time_block(fn, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n
-
-
 def endless_env() -> gym.Env:
     """LRControl-v0 that never ends on its own (no time limit, no score cut-off)."""
     return gym.make(
@@ -102,18 +96,9 @@ def single_process(settings: Settings) -> dict[str, float]:
     def env_step() -> None:
         env.step(1)  # keep the lr: the env never ends, so no reset lands inside a timed block
 
-    time_block(bare, settings.warmup)
-    time_block(env_step, settings.warmup)
-    bare_s: list[float] = []
-    env_s: list[float] = []
-    for block in range(settings.blocks):
-        # alternate which side goes first, so drifting machine load hits both alike
-        pair = ((bare_s, bare), (env_s, env_step)) if block % 2 else ((env_s, env_step), (bare_s, bare))
-        for samples, fn in pair:
-            samples.append(time_block(fn, settings.block))
-    bare_med, env_med = statistics.median(bare_s), statistics.median(env_s)
-    # the median of per-pair ratios: each pair of blocks ran back to back under the same load
-    ratio = statistics.median(e / b for e, b in zip(env_s, bare_s, strict=True))
+    bare_med, env_med, ratio = paired_medians(
+        bare, env_step, block=settings.block, blocks=settings.blocks, warmup=settings.warmup
+    )
     return {"bare_step_s": bare_med, "env_step_s": env_med, "ratio": ratio}
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import paired_medians  # benchmarks/ is on sys.path when a script here runs
 
 from rlopt import LearnedScheduler
 from rlopt.control import ActionSpec, ObservationSpec
@@ -39,13 +38,6 @@ def untrained_policy(path: Path) -> Path:
 
 def _scheduled_step(trainer: Trainer, sched: LearnedScheduler) -> int:
     return sched.step(trainer.train_step())
-
-
-def timed(fn: Callable[[], object], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n
 
 
 def main() -> None:
@@ -69,17 +61,10 @@ def main() -> None:
             else:
                 sched = LearnedScheduler.load(policy, opt)
                 runs[name] = functools.partial(_scheduled_step, trainer, sched)
-        for fn in runs.values():
-            timed(fn, WARMUP)
-        samples: dict[str, list[float]] = {name: [] for name in runs}
-        order = list(runs)
-        for _ in range(BLOCKS):
-            order.reverse()  # alternate which side goes first: drifting load hits both alike
-            for name in order:
-                samples[name].append(timed(runs[name], BLOCK))
-    bare, scheduled = (statistics.median(samples[k]) for k in ("bare", "scheduled"))
-    # the median of per-pair ratios: each pair of blocks ran back to back under the same load
-    overhead = statistics.median(s / b for s, b in zip(samples["scheduled"], samples["bare"], strict=True)) - 1
+        bare, scheduled, ratio = paired_medians(
+            runs["bare"], runs["scheduled"], block=BLOCK, blocks=BLOCKS, warmup=WARMUP
+        )
+    overhead = ratio - 1
     print(f"training step           : {bare * 1e3:7.3f} ms")
     print(f"training step + sched   : {scheduled * 1e3:7.3f} ms")
     print(f"scheduler overhead      : {100 * overhead:6.2f} %   (target <= 3 %)")
