@@ -240,10 +240,11 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._trainer is None or self._controller is None:
             raise RuntimeError("call reset() before step()")
-        if not self.action_space.contains(int(action)):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        action = int(action)
+        # decode raises ValueError for an action outside the space (cheaper than Discrete.contains)
+        changes = self._action_spec.decode(action) != (1.0, 1.0)
         cfg = self.config
-        in_bounds = self._controller.act(int(action))
+        in_bounds = self._controller.act(action)
         self._steps += 1
         if in_bounds:
             loss = self._trainer.train_step()
@@ -256,7 +257,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             window[-1] = window[-1] if math.isfinite(self._loss) else math.nan
         # out of bounds: the clamped values are never trained with, the episode ends on this window
         reward, tier = tiered_reward(window, self._best_loss, self._steps, in_bounds=in_bounds, config=cfg.rewards)
-        if self._action_spec.decode(int(action)) != (1.0, 1.0):
+        if changes:
             reward -= cfg.rewards.change_cost
         self._last_tier = tier
         self._score += reward

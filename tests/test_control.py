@@ -124,10 +124,52 @@ def test_statistics_buffers_survive_a_state_round_trip() -> None:
         opt.step()
         a.observe(1.0 + value)
     saved = a.state_dict()
+    saved_prev = saved["prev_params"].clone()
     b = Controller(opt)
     b.load_state_dict(saved)
     p.grad = torch.tensor([0.3, -0.1, 0.0])
     opt.step()
     expected = a.observe(0.9)
     assert np.array_equal(b.observe(0.9), expected)
-    assert saved["prev_params"] is not b._prev_params  # the loaded state is not written into
+    assert torch.equal(saved["prev_params"], saved_prev)  # the loaded state is not written into
+
+
+def naive_statistics(params: list[torch.Tensor], previous: list[torch.Tensor] | None) -> list[float]:
+    """Σ|g|, Σg, Σsign Δθ, #changed, Σ|Δθ|, Σ|θ| written the obvious way, in float64."""
+    g = torch.cat([p.grad.reshape(-1) for p in params]).double()
+    theta = torch.cat([p.detach().reshape(-1) for p in params]).double()
+    prev = theta if previous is None else torch.cat([q.reshape(-1) for q in previous]).double()
+    delta = theta - prev
+    return [g.abs().sum().item(), g.sum().item(), delta.sign().sum().item(),
+            delta.sign().abs().sum().item(), delta.abs().sum().item(), theta.abs().sum().item()]
+
+
+def test_statistics_match_a_naive_computation_over_several_steps() -> None:
+    """Rows for θ_t and θ_{t−1} alternate between steps; channels-last weights are read in memory order."""
+    from rlopt.control import _ParameterStatistics
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
+    model[0].to(memory_format=torch.channels_last)
+    assert not model[0].weight.is_contiguous()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    params = list(model.parameters())
+    stats = _ParameterStatistics(params)
+    previous = None
+    for step in range(5):
+        opt.zero_grad()
+        model(torch.randn(8, 2, 6, 6)).square().mean().backward()
+        opt.step()
+        if step == 2:  # a parameter that did not change: neither increased nor decreased
+            with torch.no_grad():
+                params[-1].copy_(previous[-1])
+        expected = naive_statistics(params, previous)
+        assert stats.compute() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        previous = [p.detach().clone() for p in params]
+    assert torch.equal(stats.previous_params, torch.cat([_flat_memory_order(p) for p in params]))
+
+
+def _flat_memory_order(p: torch.Tensor) -> torch.Tensor:
+    if p.dim() == 4 and not p.is_contiguous():
+        return p.detach().permute(0, 2, 3, 1).reshape(-1)  # channels-last storage order
+    return p.detach().reshape(-1)

@@ -143,3 +143,23 @@ def test_policy_file_is_weights_only(tmp_path: Path) -> None:
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "rlopt-policy"
     assert payload["network"]["sizes"] == [len(FEATURE_NAMES), 16, 3]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_greedy_action_is_the_argmax_of_the_network(tmp_path: Path, activation: str) -> None:
+    """The fused addmm+ReLU path gives the module's Q-values bit for bit; ties go to the lowest action."""
+    torch.manual_seed(1)
+    obs_spec, actions = ObservationSpec(), ActionSpec(mode="lr+rsgd")
+    net = build_q_network([obs_spec.size, 32, 32, actions.n_actions], activation)
+    path = save_policy(tmp_path / "p.rlopt", net, obs_spec, actions, activation=activation)
+    model, _, _ = tiny_problem()
+    sched = LearnedScheduler.load(path, RSGD(model.parameters(), lr=0.1))
+    observations = torch.randn(200, obs_spec.size) * 3
+    with torch.no_grad():
+        expected = net(observations).argmax(dim=1).tolist()
+    assert [sched.decide(o) for o in observations] == expected
+    tie = write_policy(tmp_path / "tie.rlopt", always=2)  # last layer: zero weights, bias decides
+    tied = LearnedScheduler.load(tie, torch.optim.SGD(model.parameters(), lr=0.1))
+    with torch.no_grad():
+        tied.q_network[-1].bias.fill_(1.0)
+    assert tied.decide(torch.randn(obs_spec.size)) == 0
