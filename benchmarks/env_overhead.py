@@ -8,8 +8,8 @@ Measures, in one process with the same CNN, batch size, data and thread count:
 * env steps/s with 1 and with 2 worker processes (``SubprocVecEnv``, one torch thread each;
   target: 2 workers ≥ 1.7× one on a 2-core machine).
 
-Blocks of bare and env steps alternate and the median block is reported, so drifting machine load
-hits both sides alike.
+Blocks of bare and env steps alternate and the median block is reported, with a 95 % confidence
+interval of the median ratio, so drifting machine load hits both sides alike.
 
     python benchmarks/env_overhead.py            # about a minute
     python benchmarks/env_overhead.py --quick    # a few seconds, for a smoke test
@@ -23,6 +23,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -48,7 +49,7 @@ class Settings:
     """torch threads in the measuring process and in each worker."""
     block: int = 40
     """steps per timed block."""
-    blocks: int = 25
+    blocks: int = 60
     """timed blocks per side (medians reported)."""
     warmup: int = 30
     """untimed steps before measuring."""
@@ -85,7 +86,7 @@ def endless_env() -> gym.Env:
     )
 
 
-def single_process(settings: Settings) -> dict[str, float]:
+def single_process(settings: Settings) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
     env = endless_env()
     env.reset(seed=0)
@@ -96,10 +97,9 @@ def single_process(settings: Settings) -> dict[str, float]:
     def env_step() -> None:
         env.step(1)  # keep the lr: the env never ends, so no reset lands inside a timed block
 
-    bare_med, env_med, ratio = paired_medians(
-        bare, env_step, block=settings.block, blocks=settings.blocks, warmup=settings.warmup
-    )
-    return {"bare_step_s": bare_med, "env_step_s": env_med, "ratio": ratio}
+    timed = paired_medians(bare, env_step, block=settings.block, blocks=settings.blocks, warmup=settings.warmup)
+    return {"bare_step_s": timed.base_s, "env_step_s": timed.other_s, "ratio": timed.ratio,
+            "ratio_ci95": [timed.ratio_low, timed.ratio_high]}
 
 
 def _worker(threads: int) -> gym.Env:
@@ -153,7 +153,8 @@ def main() -> None:
     }
     print(f"bare optimizer step : {single['bare_step_s'] * 1e3:8.3f} ms")
     print(f"env.step            : {single['env_step_s'] * 1e3:8.3f} ms")
-    print(f"ratio env / bare    : {single['ratio']:8.3f}   (target <= 1.05)")
+    low, high = single["ratio_ci95"]
+    print(f"ratio env / bare    : {single['ratio']:8.3f}   (target <= 1.05; 95 % CI {low:.3f} to {high:.3f})")
     print(f"1 worker            : {one:8.1f} env steps/s")
     print(f"2 workers           : {two:8.1f} env steps/s   speed-up {two / one:.2f}x (target >= 1.7x)")
     if not args.quick:

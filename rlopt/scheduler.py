@@ -228,7 +228,7 @@ class LearnedScheduler:
     def actions(self) -> ActionSpec:
         return self.controller.actions
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decide(self, observation: torch.Tensor) -> int:
         """Greedy action for one observation (what ``DQN.predict(obs, deterministic=True)`` returns).
 
