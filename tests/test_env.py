@@ -168,3 +168,15 @@ def test_changing_the_rate_costs_change_cost(tiny_data: ImageData) -> None:
     assert rewards[0.5][0] == pytest.approx(rewards[0.0][0] - 0.5)
     assert rewards[0.5][1] == pytest.approx(rewards[0.0][1])
     assert rewards[0.5][2] == pytest.approx(rewards[0.0][2] - 0.5)
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_action_outside_the_space_is_refused_and_changes_nothing(bad: int, tiny_data: ImageData) -> None:
+    env = HyperparamControlEnv(data=tiny_data)
+    env.reset(seed=0)
+    before = env.step(1)[4]
+    with pytest.raises(ValueError, match="outside Discrete"):
+        env.step(bad)
+    after = env.step(1)[4]
+    assert after["step"] == before["step"] + 1  # the refused action trained nothing
+    assert after["lr"] == before["lr"]
