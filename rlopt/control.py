@@ -418,7 +418,7 @@ class Controller:
             raise ValueError(f"state is for {prev.numel()} parameters, this optimizer has {self._n}")
         if self._statistics is None:
             self._statistics = _ParameterStatistics(self._params)
-        self._statistics.set_previous_params(prev)  # copied into the work matrix, never aliased
+        self._statistics.set_previous_params(prev)  # copied into the controller's buffer, never aliased
 
     @property
     def losses(self) -> Sequence[float]:
