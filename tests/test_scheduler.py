@@ -158,6 +158,12 @@ def test_greedy_action_is_the_argmax_of_the_network(tmp_path: Path, activation: 
     with torch.no_grad():
         expected = net(observations).argmax(dim=1).tolist()
     assert [sched.decide(o) for o in observations] == expected
+    for o in observations[:20]:  # the Q-values themselves, not only their argmax
+        x = o.reshape(1, -1)
+        for layer in sched._layers:
+            x = layer(x)
+        with torch.no_grad():
+            assert torch.equal(x, net(o.reshape(1, -1)))
     tie = write_policy(tmp_path / "tie.rlopt", always=2)  # last layer: zero weights, bias decides
     tied = LearnedScheduler.load(tie, torch.optim.SGD(model.parameters(), lr=0.1))
     with torch.no_grad():
