@@ -11,7 +11,7 @@ Measures, in one process with the same CNN, batch size, data and thread count:
 Blocks of bare and env steps alternate and the median block is reported, with a 95 % confidence
 interval of the median ratio, so drifting machine load hits both sides alike.
 
-    python benchmarks/env_overhead.py            # about a minute
+    python benchmarks/env_overhead.py            # about 75 seconds
     python benchmarks/env_overhead.py --quick    # a few seconds, for a smoke test
 """
 

@@ -329,10 +329,6 @@ class _ParameterStatistics:
         return grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs
 
 
-def _clone_or_none(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    return None if tensor is None else tensor.clone()
-
-
 @dataclass
 class _Reference:
     loss: float | None = None
@@ -392,6 +388,7 @@ class Controller:
     def state_dict(self) -> dict[str, Any]:
         """The history the features depend on (weights-only friendly: tensors, lists, numbers)."""
         hist = self._history
+        prev = None if self._statistics is None else self._statistics.previous_params
         return {
             "steps": self.steps,
             "losses": list(hist.losses),
@@ -400,7 +397,7 @@ class Controller:
             "decrease_run": hist.decrease_run,
             "reference_loss": hist.reference.loss,
             "reference_grad": hist.reference.grad,
-            "prev_params": None if self._statistics is None else _clone_or_none(self._statistics.previous_params),
+            "prev_params": None if prev is None else prev.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -416,9 +413,7 @@ class Controller:
         prev = state["prev_params"]
         if prev is not None and prev.numel() != self._n:
             raise ValueError(f"state is for {prev.numel()} parameters, this optimizer has {self._n}")
-        if self._statistics is None:
-            self._statistics = _ParameterStatistics(self._params)
-        self._statistics.set_previous_params(prev)  # copied into the controller's buffer, never aliased
+        self._statistics_buffers().set_previous_params(prev)  # copied into the controller's buffer, never aliased
 
     @property
     def losses(self) -> Sequence[float]:
@@ -435,13 +430,17 @@ class Controller:
         group = self.optimizer.param_groups[0]
         return float(group.get("lr", 0.0)), reinforcement_of(group)
 
+    def _statistics_buffers(self) -> _ParameterStatistics:
+        # allocated on first use, on the device the parameters have by then
+        if self._statistics is None:
+            self._statistics = _ParameterStatistics(self._params)
+        return self._statistics
+
     def observe(self, loss: float) -> np.ndarray:
         """Record the loss of the step just taken and return the observation (float32)."""
         spec = self.observation
         hist = self._history
-        if self._statistics is None:
-            self._statistics = _ParameterStatistics(self._params)
-        grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs = self._statistics.compute()
+        grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs = self._statistics_buffers().compute()
         n = self._n
         self.params_finite = math.isfinite(param_abs)
         mean_abs_grad = grad_abs / n
