@@ -29,11 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlopt.control import OBSERVATION_VERSION, ActionSpec, Controller, ObservationSpec
+from rlopt.control import OBSERVATION_VERSION, ActionSpec, Controller, ObservationSpec, fused_kernels
 
 POLICY_FORMAT = "rlopt-policy"
 POLICY_VERSION = 1
@@ -160,6 +161,42 @@ def _layer_calls(q_network: nn.Module) -> list[Callable[[torch.Tensor], torch.Te
     return calls
 
 
+class _FusedGreedy:
+    """The greedy action computed by :func:`rlopt._fused.greedy_action` (float64 with an error bound).
+
+    It answers only when float32 evaluation provably ranks the same action first; on a near tie it
+    returns ``None`` and the caller runs the torch layers. Applies to ``Linear → act → … → Linear``
+    stacks with float32 weights and biases and one activation, ReLU or Tanh.
+    """
+
+    def __init__(self, q_network: nn.Module) -> None:
+        modules = [m for m in q_network.modules() if not list(m.children())]
+        linears = [m for m in modules[::2] if isinstance(m, nn.Linear)]
+        activations = {type(m) for m in modules[1::2]}
+        if not (
+            len(modules) % 2 == 1
+            and len(linears) == len(modules[::2])
+            and all(m.bias is not None and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"
+                    for m in linears)
+            and activations <= {nn.ReLU, nn.Tanh} and len(activations) <= 1
+        ):
+            raise ValueError("the fused Q-network path needs float32 CPU Linear layers with biases, "
+                             "separated by one kind of activation (ReLU or Tanh)")
+        self.weights = tuple(m.weight.detach().numpy() for m in linears)  # shares the module's memory
+        self.biases = tuple(m.bias.detach().numpy() for m in linears if m.bias is not None)
+        self.tanh = activations == {nn.Tanh}
+        width = max(max(w.shape) for w in self.weights)
+        self.values, self.errors = np.zeros((2, width)), np.zeros((2, width))
+        self._kernel = fused_kernels().greedy_action
+
+    def __call__(self, observation: np.ndarray) -> int | None:
+        # the bound assumes IEEE float32 matmuls: not when torch may use reduced-precision kernels
+        if torch.get_float32_matmul_precision() != "highest":
+            return None
+        action = self._kernel(self.weights, self.biases, self.tanh, observation, self.values, self.errors)
+        return None if action < 0 else action
+
+
 def _linear(kernel: Callable[..., torch.Tensor], bias: torch.Tensor, weight_t: torch.Tensor,
             x: torch.Tensor) -> torch.Tensor:
     return kernel(bias, x, weight_t)
@@ -177,9 +214,14 @@ class LearnedScheduler:
     A policy that controls R-SGD's Γ owns it from construction on: Γ is set to the value the policy was
     trained from (``actions.reinforce_init``), overriding the optimizer's schedule.
 
-    Memory: three flat buffers the size of all parameters (θ of the previous step and two work
-    buffers), on the parameters' device. Time: measured on Zhu et al.'s CNN, one CPU thread, a step
-    adds 3.9-5.1 % to a training step (``benchmarks/scheduler_overhead.py``).
+    With numba installed (``pip install rlopt[fast]``) and CPU float32/float64 parameters, the
+    statistics and the Q-network run as compiled kernels (:mod:`rlopt._fused`); otherwise as torch
+    calls, on any device. The features agree up to float rounding and the actions are the network's
+    argmax either way. ``fused=False`` forces torch, ``fused=True`` requires the kernels.
+
+    Memory: one flat buffer the size of all parameters (θ of the previous step), three with the
+    torch path; on the parameters' device. Time on Zhu et al.'s CNN, one CPU thread
+    (``benchmarks/scheduler_overhead.py``): TODO.
 
     Example:
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -197,11 +239,19 @@ class LearnedScheduler:
         actions: ActionSpec,
         *,
         metadata: dict[str, Any] | None = None,
+        fused: bool | None = None,
     ) -> None:
         self.optimizer = optimizer
         self.q_network = q_network.eval()
         self._layers = _layer_calls(q_network)
-        self.controller = Controller(optimizer, observation, actions)
+        self.controller = Controller(optimizer, observation, actions, fused=fused)
+        self._fused_greedy: _FusedGreedy | None = None
+        if fused is not False and fused_kernels() is not None:
+            try:
+                self._fused_greedy = _FusedGreedy(q_network)
+            except ValueError:
+                if fused:
+                    raise
         self.metadata = metadata or {}
         self.last_action: int | None = None
         self._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
@@ -213,14 +263,15 @@ class LearnedScheduler:
         optimizer: torch.optim.Optimizer,
         *,
         lr_bounds: tuple[float, float] | None = None,
+        fused: bool | None = None,
     ) -> LearnedScheduler:
         """Load a ``.rlopt`` file for ``optimizer``; ``lr_bounds`` overrides the trained bounds
-        (e.g. for Adam, whose useful rates lie below SGD's)."""
+        (e.g. for Adam, whose useful rates lie below SGD's); ``fused`` as in the class."""
         q_network, observation, actions, metadata = load_policy(path)
         if lr_bounds is not None:
             actions = ActionSpec.from_dict({**actions.to_dict(), "lr_bounds": tuple(lr_bounds)})
         try:
-            return cls(optimizer, q_network, observation, actions, metadata=metadata)
+            return cls(optimizer, q_network, observation, actions, metadata=metadata, fused=fused)
         except ValueError as exc:
             raise PolicyFileError(f"{path}: policy mode {actions.mode!r} cannot drive this optimizer: {exc}") from exc
 
@@ -232,13 +283,22 @@ class LearnedScheduler:
     def actions(self) -> ActionSpec:
         return self.controller.actions
 
-    @torch.inference_mode()
-    def decide(self, observation: torch.Tensor) -> int:
+    def decide(self, observation: torch.Tensor | np.ndarray) -> int:
         """Greedy action for one observation (what ``DQN.predict(obs, deterministic=True)`` returns).
 
-        The Q-values are bit-identical to the module's (see :func:`_layer_calls`); ties go to the
-        lowest action, as with ``torch.argmax``.
+        The fused path answers only when float32 evaluation provably ranks the same action first;
+        otherwise the torch layers run, whose Q-values are bit-identical to the module's (see
+        :func:`_layer_calls`); ties go to the lowest action, as with ``torch.argmax``.
         """
+        if self._fused_greedy is not None:
+            array = observation.detach().cpu().numpy() if isinstance(observation, torch.Tensor) else observation
+            action = self._fused_greedy(np.ascontiguousarray(array, dtype=np.float32).reshape(-1))
+            if action is not None:
+                return action
+        return self._decide_torch(torch.as_tensor(observation, dtype=torch.float32))
+
+    @torch.inference_mode()
+    def _decide_torch(self, observation: torch.Tensor) -> int:
         x = observation.reshape(1, -1)
         for layer in self._layers:
             x = layer(x)
@@ -249,8 +309,7 @@ class LearnedScheduler:
 
     def step(self, loss: float | torch.Tensor) -> int:
         """Observe the step just taken, act, and return the action."""
-        obs = self.controller.observe(float(loss))
-        action = self.decide(torch.from_numpy(obs))
+        action = self.decide(self.controller.observe(float(loss)))
         self.controller.act(action)
         self.last_action = action
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from rlopt.control import FEATURE_NAMES, ActionSpec, Controller, ObservationSpec
+from rlopt.control import FEATURE_NAMES, ActionSpec, Controller, ObservationSpec, _ParameterStatistics, fused_kernels
 from rlopt.optim import RSGD
+
+needs_numba = pytest.mark.skipif(fused_kernels() is None, reason="the fused kernels need numba (rlopt[fast])")
+BOTH_PATHS = [False, pytest.param(True, marks=needs_numba)]
 
 
 def sgd_on(values: list[float], lr: float = 0.1) -> tuple[torch.nn.Parameter, torch.optim.SGD]:
@@ -144,17 +147,17 @@ def naive_statistics(params: list[torch.Tensor], previous: list[torch.Tensor] | 
             delta.sign().abs().sum().item(), delta.abs().sum().item(), theta.abs().sum().item()]
 
 
-def test_statistics_match_a_naive_computation_over_several_steps() -> None:
-    """Rows for θ_t and θ_{t−1} alternate between steps; channels-last weights are read in memory order."""
-    from rlopt.control import _ParameterStatistics
-
+@pytest.mark.parametrize("fused", BOTH_PATHS)
+def test_statistics_match_a_naive_computation_over_several_steps(fused: bool) -> None:
+    """Buffers for θ_t and θ_{t−1} alternate between steps; channels-last weights are read in memory order."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
     model[0].to(memory_format=torch.channels_last)
     assert not model[0].weight.is_contiguous()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     params = list(model.parameters())
-    stats = _ParameterStatistics(params)
+    stats = _ParameterStatistics(params, fused=fused)
+    assert stats.fused == fused
     previous = None
     for step in range(5):
         opt.zero_grad()
@@ -173,3 +176,70 @@ def _flat_memory_order(p: torch.Tensor) -> torch.Tensor:
     if p.dim() == 4 and not p.is_contiguous():
         return p.detach().permute(0, 2, 3, 1).reshape(-1)  # channels-last storage order
     return p.detach().reshape(-1)
+
+
+def _cnn_statistics(fused: bool, steps: int, diverge_at: int | None = None) -> list[list[float]]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 26 * 26, 10))
+    model[0].to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    stats = _ParameterStatistics(list(model.parameters()), fused=fused)
+    rows = []
+    for step in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.randn(16, 1, 28, 28)), torch.randint(0, 10, (16,))).backward()
+        if step == diverge_at:
+            model[-1].weight.grad[0, :3] = torch.tensor([math.inf, -math.inf, math.nan])
+        opt.step()
+        rows.append(list(stats.compute()))
+    return rows
+
+
+@needs_numba
+def test_fused_and_torch_statistics_agree_through_divergence() -> None:
+    """The numba pass and the torch calls compute the same sums (up to rounding), NaN and inf included."""
+    fused, plain = _cnn_statistics(True, 6, diverge_at=4), _cnn_statistics(False, 6, diverge_at=4)
+    for a, b in zip(fused[:4], plain[:4], strict=True):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
+    for a, b in zip(fused[4:], plain[4:], strict=True):
+        assert np.array_equal(np.isnan(a), np.isnan(b)) and np.array_equal(np.isinf(a), np.isinf(b))
+        assert any(math.isnan(v) for v in a)
+        assert a[2:4] == pytest.approx(b[2:4])  # sign counts: a NaN change counts as no change, as torch.sign
+
+
+@needs_numba
+def test_fused_statistics_are_reproducible_across_buffers() -> None:
+    """Same inputs at other addresses give the same bits: vectorized sums do not depend on alignment."""
+    assert _cnn_statistics(True, 3) == _cnn_statistics(True, 3)
+    torch.manual_seed(1)
+    base = torch.randn(20_001)
+    results = set()
+    for offset in range(8):  # the same values at every float offset within a 32-byte line
+        storage = torch.zeros(20_001 + offset)
+        param = storage[offset:]
+        param.copy_(base)
+        param.grad = base.clone()
+        stats = _ParameterStatistics([param], fused=True)
+        stats.compute()
+        param.mul_(0.5)
+        results.add(stats.compute())
+    assert len(results) == 1
+
+
+def test_fused_true_without_numba_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    fused_kernels.cache_clear()
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
+    try:
+        p, opt = sgd_on([1.0, 2.0])
+        with pytest.raises(ImportError, match=r"rlopt\[fast\]"):
+            Controller(opt, fused=True)
+        controller = Controller(opt)  # the default falls back to torch
+        p.grad = torch.ones(2)
+        opt.step()
+        assert np.isfinite(controller.observe(1.0)).all()
+        assert controller._statistics is not None and not controller._statistics.fused
+    finally:
+        fused_kernels.cache_clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from rlopt import RSGD, LearnedScheduler, PolicyFileError
-from rlopt.control import FEATURE_NAMES, ActionSpec, ObservationSpec
+from rlopt.control import FEATURE_NAMES, ActionSpec, ObservationSpec, fused_kernels
 from rlopt.models import MLP
 from rlopt.scheduler import POLICY_VERSION, build_q_network, save_policy
 
@@ -169,3 +170,42 @@ def test_greedy_action_is_the_argmax_of_the_network(tmp_path: Path, activation: 
     with torch.no_grad():
         tied.q_network[-1].bias.fill_(1.0)
     assert tied.decide(torch.randn(obs_spec.size)) == 0
+
+
+@pytest.mark.skipif(fused_kernels() is None, reason="the fused kernels need numba (rlopt[fast])")
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_fused_greedy_action_matches_torch_or_defers(tmp_path: Path, activation: str) -> None:
+    """The float64 kernel answers only where float32 provably agrees; near ties go to the torch layers."""
+    torch.manual_seed(2)
+    obs_spec, actions = ObservationSpec(), ActionSpec(mode="lr+rsgd")
+    net = build_q_network([obs_spec.size, 64, 64, actions.n_actions], activation)
+    path = save_policy(tmp_path / "p.rlopt", net, obs_spec, actions, activation=activation)
+    model, _, _ = tiny_problem()
+    sched = LearnedScheduler.load(path, RSGD(model.parameters(), lr=0.1))
+    assert sched._fused_greedy is not None
+    observations = torch.randn(2000, obs_spec.size) * 3
+    with torch.no_grad():
+        expected = net(observations).argmax(dim=1).tolist()
+    answers = [sched._fused_greedy(o.numpy()) for o in observations]
+    assert all(a == e for a, e in zip(answers, expected, strict=True) if a is not None)
+    assert sum(a is None for a in answers) < 0.05 * len(answers)  # the kernel decides almost always
+    assert [sched.decide(o) for o in observations] == expected
+    # a near tie: the two best output rows differ in one weight by one float32 ulp
+    with torch.no_grad():
+        net[-1].weight[1] = net[-1].weight[0]
+        net[-1].bias[:2] = 100.0
+        net[-1].weight[1, 0] = torch.nextafter(net[-1].weight[0, 0], torch.tensor(math.inf))
+    sched = LearnedScheduler(RSGD(model.parameters(), lr=0.1), net, obs_spec, actions)
+    o = torch.ones(obs_spec.size)
+    assert sched._fused_greedy is not None and sched._fused_greedy(o.numpy()) is None
+    with torch.no_grad():
+        assert sched.decide(o) == int(net(o.reshape(1, -1)).argmax())
+
+
+def test_fused_false_runs_torch_only(tmp_path: Path) -> None:
+    path = write_policy(tmp_path / "p.rlopt")
+    model, x, y = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler.load(path, opt, fused=False)
+    train(model, opt, sched, x, y, 3)
+    assert sched._fused_greedy is None and not sched.controller._statistics.fused
