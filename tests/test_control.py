@@ -178,17 +178,19 @@ def _flat_memory_order(p: torch.Tensor) -> torch.Tensor:
     return p.detach().reshape(-1)
 
 
-def _cnn_statistics(fused: bool, steps: int, diverge_at: int | None = None) -> list[list[float]]:
+def _cnn_statistics(fused: bool, steps: int, diverge_at: int | None = None,
+                    dtype: torch.dtype = torch.float32) -> list[list[float]]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(8 * 26 * 26, 10))
+                                torch.nn.Linear(8 * 26 * 26, 10)).to(dtype)
     model[0].to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     stats = _ParameterStatistics(list(model.parameters()), fused=fused)
     rows = []
     for step in range(steps):
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(torch.randn(16, 1, 28, 28)), torch.randint(0, 10, (16,))).backward()
+        x = torch.randn(16, 1, 28, 28, dtype=dtype)
+        torch.nn.functional.cross_entropy(model(x), torch.randint(0, 10, (16,))).backward()
         if step == diverge_at:
             model[-1].weight.grad[0, :3] = torch.tensor([math.inf, -math.inf, math.nan])
         opt.step()
@@ -197,11 +199,13 @@ def _cnn_statistics(fused: bool, steps: int, diverge_at: int | None = None) -> l
 
 
 @needs_numba
-def test_fused_and_torch_statistics_agree_through_divergence() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_and_torch_statistics_agree_through_divergence(dtype: torch.dtype) -> None:
     """The numba pass and the torch calls compute the same sums (up to rounding), NaN and inf included."""
-    fused, plain = _cnn_statistics(True, 6, diverge_at=4), _cnn_statistics(False, 6, diverge_at=4)
+    fused = _cnn_statistics(True, 6, diverge_at=4, dtype=dtype)
+    plain = _cnn_statistics(False, 6, diverge_at=4, dtype=dtype)
     for a, b in zip(fused[:4], plain[:4], strict=True):
-        assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
+        assert a == pytest.approx(b, rel=1e-5 if dtype == torch.float32 else 1e-12, abs=1e-7)
     for a, b in zip(fused[4:], plain[4:], strict=True):
         assert np.array_equal(np.isnan(a), np.isnan(b)) and np.array_equal(np.isinf(a), np.isinf(b))
         assert any(math.isnan(v) for v in a)
