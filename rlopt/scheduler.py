@@ -310,7 +310,10 @@ class LearnedScheduler:
 
     def step(self, loss: float | torch.Tensor) -> int:
         """Observe the step just taken, act, and return the action."""
-        action = self.decide(self.controller.observe(float(loss)))
+        observation = self.controller.observe(float(loss))  # float32, 1-D: what the kernel takes
+        action = self._fused_greedy(observation) if self._fused_greedy is not None else None
+        if action is None:
+            action = self._decide_torch(torch.from_numpy(observation))
         self.controller.act(action)
         self.last_action = action
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
