@@ -279,8 +279,8 @@ class _FlatViews:
     def __init__(self) -> None:
         self._key: list[int] | None = None
         self._views: list[torch.Tensor] = []
-        self._arrays: tuple[np.ndarray, ...] = ()
-        self._arrays_of: list[torch.Tensor] | None = None
+        self._addresses: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self._addresses_of: list[torch.Tensor] | None = None
 
     def __call__(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         key = [t.data_ptr() for t in tensors]
@@ -290,12 +290,20 @@ class _FlatViews:
             self._key = key if shares else None
         return self._views
 
-    def arrays(self, tensors: list[torch.Tensor]) -> tuple[np.ndarray, ...]:
-        """The same views as numpy arrays (sharing memory; CPU tensors only)."""
+    def addresses(self, tensors: list[torch.Tensor], dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Start addresses and element counts of the views (int64), for the fused kernel.
+
+        The views, and so the memory the addresses point to, live until the next rebuild. Raises
+        ``TypeError`` if a tensor is not of ``dtype`` (checked only when the views are rebuilt).
+        """
         views = self(tensors)
-        if views is not self._arrays_of:
-            self._arrays, self._arrays_of = tuple(v.numpy() for v in views), views
-        return self._arrays
+        if views is not self._addresses_of:
+            if any(v.dtype != dtype or v.device.type != "cpu" for v in views):
+                raise TypeError(f"the fused kernel reads CPU {dtype} tensors only")
+            self._addresses = (np.array([v.data_ptr() for v in views], dtype=np.int64),
+                               np.array([v.numel() for v in views], dtype=np.int64))
+            self._addresses_of = views
+        return self._addresses
 
 
 class _ParameterStatistics:
@@ -356,19 +364,20 @@ class _ParameterStatistics:
         return self._compute_fused() if self.fused else self._compute_torch()
 
     def _compute_fused(self) -> tuple[float, float, float, float, float, float]:
+        dtype = self.previous.dtype
         grads = [p.grad for p in self.params]
-        if all(g is not None and g.dtype == self.previous.dtype for g in grads):
-            grad_arrays = self._grad_views.arrays(grads)  # type: ignore[arg-type]
-        else:  # parameters without gradients contribute zeros
-            grad_arrays = tuple(
-                np.zeros(0, self._previous_array.dtype) if g is None
-                else _memory_order(g.detach()).numpy().astype(self._previous_array.dtype, copy=False)
-                for g in grads
-            )
+        keep: list[torch.Tensor] = []  # converted gradients must outlive the kernel call
+        try:
+            grad_addresses, grad_sizes = self._grad_views.addresses(grads, dtype)  # type: ignore[arg-type]
+        except (AttributeError, TypeError):  # a parameter without gradient (it adds nothing), another dtype
+            keep = [_memory_order(g.detach()).to("cpu", dtype) for g in grads if g is not None]
+            grad_addresses = np.array([g.data_ptr() for g in keep], dtype=np.int64)
+            grad_sizes = np.array([g.numel() for g in keep], dtype=np.int64)
+        param_addresses, param_sizes = self._param_views.addresses(self.params, dtype)
         sums = self._sums_array
-        fused_kernels().parameter_statistics(
-            grad_arrays, self._param_views.arrays(self.params), self._previous_array, self.has_previous, sums
-        )
+        fused_kernels().parameter_statistics(grad_addresses, grad_sizes, param_addresses, param_sizes,
+                                             self._previous_array, self.has_previous, sums)
+        del keep
         self.has_previous = True
         grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs = sums.tolist()
         return grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs

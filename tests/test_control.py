@@ -247,3 +247,20 @@ def test_fused_true_without_numba_is_a_clear_error(monkeypatch: pytest.MonkeyPat
         assert controller._statistics is not None and not controller._statistics.fused
     finally:
         fused_kernels.cache_clear()
+
+
+@needs_numba
+def test_fused_statistics_with_many_tensors_and_a_missing_gradient() -> None:
+    """300 tensors (one compiled kernel serves any count) and a parameter without gradient."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(7)) for _ in range(300)]
+    for p in params:
+        p.grad = torch.randn(7)
+    params[3].grad = None
+    fused, plain = _ParameterStatistics(params, fused=True), _ParameterStatistics(params, fused=False)
+    for _ in range(3):
+        assert fused.compute() == pytest.approx(plain.compute(), rel=1e-5)
+        with torch.no_grad():
+            for p in params[::2]:
+                p.add_(torch.randn(7))
+    assert torch.equal(fused.previous_params, plain.previous_params)
