@@ -253,14 +253,22 @@ def fused_kernels() -> Any:
     return _fused
 
 
+def require_fused_kernels() -> Any:
+    """:func:`fused_kernels`, or an ``ImportError`` that says how to get them (for ``fused=True``)."""
+    kernels = fused_kernels()
+    if kernels is None:
+        raise ImportError("fused=True needs numba (pip install rlopt[fast]) and NUMBA_DISABLE_JIT unset")
+    return kernels
+
+
 def _use_fused(fused: bool | None, tensors: list[torch.Tensor]) -> bool:
     """Whether to run the numba kernels on ``tensors``: ``fused`` None means where they apply."""
     if fused is False:
         return False
     applies = all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
     applies &= len({t.dtype for t in tensors}) == 1
-    if fused and fused_kernels() is None:
-        raise ImportError("fused=True needs numba (pip install rlopt[fast]) and NUMBA_DISABLE_JIT unset")
+    if fused:
+        require_fused_kernels()
     if fused and not applies:
         raise ValueError("fused=True needs CPU parameters of one dtype, float32 or float64")
     return applies and fused_kernels() is not None
@@ -300,10 +308,14 @@ class _FlatViews:
         if views is not self._addresses_of:
             if any(v.dtype != dtype or v.device.type != "cpu" for v in views):
                 raise TypeError(f"the fused kernel reads CPU {dtype} tensors only")
-            self._addresses = (np.array([v.data_ptr() for v in views], dtype=np.int64),
-                               np.array([v.numel() for v in views], dtype=np.int64))
-            self._addresses_of = views
+            self._addresses, self._addresses_of = _addresses_and_sizes(views), views
         return self._addresses
+
+
+def _addresses_and_sizes(tensors: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Start addresses and element counts (int64 arrays) of dense tensors: the fused kernel's input."""
+    return (np.array([t.data_ptr() for t in tensors], dtype=np.int64),
+            np.array([t.numel() for t in tensors], dtype=np.int64))
 
 
 class _ParameterStatistics:
@@ -371,13 +383,11 @@ class _ParameterStatistics:
             grad_addresses, grad_sizes = self._grad_views.addresses(grads, dtype)  # type: ignore[arg-type]
         except (AttributeError, TypeError):  # a parameter without gradient (it adds nothing), another dtype
             keep = [_memory_order(g.detach()).to("cpu", dtype) for g in grads if g is not None]
-            grad_addresses = np.array([g.data_ptr() for g in keep], dtype=np.int64)
-            grad_sizes = np.array([g.numel() for g in keep], dtype=np.int64)
+            grad_addresses, grad_sizes = _addresses_and_sizes(keep)
         param_addresses, param_sizes = self._param_views.addresses(self.params, dtype)
         sums = self._sums_array
         fused_kernels().parameter_statistics(grad_addresses, grad_sizes, param_addresses, param_sizes,
                                              self._previous_array, self.has_previous, sums)
-        del keep
         self.has_previous = True
         grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs = sums.tolist()
         return grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs
@@ -448,8 +458,8 @@ class Controller:
         *,
         fused: bool | None = None,
     ) -> None:
-        if fused and fused_kernels() is None:
-            raise ImportError("fused=True needs numba (pip install rlopt[fast]) and NUMBA_DISABLE_JIT unset")
+        if fused:
+            require_fused_kernels()  # fail at construction, not at the first observation
         self.optimizer = optimizer
         self.fused = fused
         self.observation = observation or ObservationSpec()

@@ -291,12 +291,14 @@ class LearnedScheduler:
         otherwise the torch layers run, whose Q-values are bit-identical to the module's (see
         :func:`_layer_calls`); ties go to the lowest action, as with ``torch.argmax``.
         """
-        if self._fused_greedy is not None:
-            array = observation.detach().cpu().numpy() if isinstance(observation, torch.Tensor) else observation
-            action = self._fused_greedy(np.ascontiguousarray(array, dtype=np.float32).reshape(-1))
-            if action is not None:
-                return action
-        return self._decide_torch(torch.as_tensor(observation, dtype=torch.float32))
+        if isinstance(observation, torch.Tensor):
+            observation = observation.detach().cpu().numpy()
+        return self._greedy(np.ascontiguousarray(observation, dtype=np.float32).reshape(-1))
+
+    def _greedy(self, observation: np.ndarray) -> int:
+        # observation: float32, 1-D, contiguous (what Controller.observe returns)
+        action = self._fused_greedy(observation) if self._fused_greedy is not None else None
+        return self._decide_torch(torch.from_numpy(observation)) if action is None else action
 
     @torch.inference_mode()
     def _decide_torch(self, observation: torch.Tensor) -> int:
@@ -310,10 +312,7 @@ class LearnedScheduler:
 
     def step(self, loss: float | torch.Tensor) -> int:
         """Observe the step just taken, act, and return the action."""
-        observation = self.controller.observe(float(loss))  # float32, 1-D: what the kernel takes
-        action = self._fused_greedy(observation) if self._fused_greedy is not None else None
-        if action is None:
-            action = self._decide_torch(torch.from_numpy(observation))
+        action = self._greedy(self.controller.observe(float(loss)))
         self.controller.act(action)
         self.last_action = action
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]

@@ -146,18 +146,25 @@ def test_policy_file_is_weights_only(tmp_path: Path) -> None:
     assert payload["network"]["sizes"] == [len(FEATURE_NAMES), 16, 3]
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_greedy_action_is_the_argmax_of_the_network(tmp_path: Path, activation: str) -> None:
-    """The fused addmm+ReLU path gives the module's Q-values bit for bit; ties go to the lowest action."""
-    torch.manual_seed(1)
+def greedy_case(tmp_path: Path, activation: str, *, seed: int, width: int, n_obs: int):
+    """A random ``lr+rsgd`` Q-network, its scheduler, random observations and the network's argmax."""
+    torch.manual_seed(seed)
     obs_spec, actions = ObservationSpec(), ActionSpec(mode="lr+rsgd")
-    net = build_q_network([obs_spec.size, 32, 32, actions.n_actions], activation)
+    net = build_q_network([obs_spec.size, width, width, actions.n_actions], activation)
     path = save_policy(tmp_path / "p.rlopt", net, obs_spec, actions, activation=activation)
     model, _, _ = tiny_problem()
     sched = LearnedScheduler.load(path, RSGD(model.parameters(), lr=0.1))
-    observations = torch.randn(200, obs_spec.size) * 3
+    observations = torch.randn(n_obs, obs_spec.size) * 3
     with torch.no_grad():
         expected = net(observations).argmax(dim=1).tolist()
+    return net, sched, observations, expected
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_greedy_action_is_the_argmax_of_the_network(tmp_path: Path, activation: str) -> None:
+    """The fused addmm+ReLU path gives the module's Q-values bit for bit; ties go to the lowest action."""
+    net, sched, observations, expected = greedy_case(tmp_path, activation, seed=1, width=32, n_obs=200)
+    obs_spec = sched.observation
     assert [sched.decide(o) for o in observations] == expected
     for o in observations[:20]:  # the Q-values themselves, not only their argmax
         x = o.reshape(1, -1)
@@ -166,7 +173,7 @@ def test_greedy_action_is_the_argmax_of_the_network(tmp_path: Path, activation: 
         with torch.no_grad():
             assert torch.equal(x, net(o.reshape(1, -1)))
     tie = write_policy(tmp_path / "tie.rlopt", always=2)  # last layer: zero weights, bias decides
-    tied = LearnedScheduler.load(tie, torch.optim.SGD(model.parameters(), lr=0.1))
+    tied = LearnedScheduler.load(tie, torch.optim.SGD(tiny_problem()[0].parameters(), lr=0.1))
     with torch.no_grad():
         tied.q_network[-1].bias.fill_(1.0)
     assert tied.decide(torch.randn(obs_spec.size)) == 0
@@ -176,16 +183,9 @@ def test_greedy_action_is_the_argmax_of_the_network(tmp_path: Path, activation: 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_fused_greedy_action_matches_torch_or_defers(tmp_path: Path, activation: str) -> None:
     """The float64 kernel answers only where float32 provably agrees; near ties go to the torch layers."""
-    torch.manual_seed(2)
-    obs_spec, actions = ObservationSpec(), ActionSpec(mode="lr+rsgd")
-    net = build_q_network([obs_spec.size, 64, 64, actions.n_actions], activation)
-    path = save_policy(tmp_path / "p.rlopt", net, obs_spec, actions, activation=activation)
-    model, _, _ = tiny_problem()
-    sched = LearnedScheduler.load(path, RSGD(model.parameters(), lr=0.1))
+    net, sched, observations, expected = greedy_case(tmp_path, activation, seed=2, width=64, n_obs=2000)
+    obs_spec, actions = sched.observation, sched.actions
     assert sched._fused_greedy is not None
-    observations = torch.randn(2000, obs_spec.size) * 3
-    with torch.no_grad():
-        expected = net(observations).argmax(dim=1).tolist()
     answers = [sched._fused_greedy(o.numpy()) for o in observations]
     assert all(a == e for a, e in zip(answers, expected, strict=True) if a is not None)
     assert sum(a is None for a in answers) < 0.05 * len(answers)  # the kernel decides almost always
@@ -195,7 +195,7 @@ def test_fused_greedy_action_matches_torch_or_defers(tmp_path: Path, activation:
         net[-1].weight[1] = net[-1].weight[0]
         net[-1].bias[:2] = 100.0
         net[-1].weight[1, 0] = torch.nextafter(net[-1].weight[0, 0], torch.tensor(math.inf))
-    sched = LearnedScheduler(RSGD(model.parameters(), lr=0.1), net, obs_spec, actions)
+    sched = LearnedScheduler(RSGD(tiny_problem()[0].parameters(), lr=0.1), net, obs_spec, actions)
     o = torch.ones(obs_spec.size)
     assert sched._fused_greedy is not None and sched._fused_greedy(o.numpy()) is None
     with torch.no_grad():
