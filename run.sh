@@ -3,8 +3,8 @@
 #   bash run.sh main   # set up, train the default agent, export its scheduler, evaluate it
 #   bash run.sh test   # set up, run the test suite
 # Set-up is idempotent: a venv in .venv (or $RLOPT_VENV), torch first (a bare `torch` requirement
-# would pull a multi-GB CUDA build on machines without torch), then this project with its dev and
-# fast (numba kernels) extras.
+# would pull a multi-GB CUDA build on machines without torch), then this project with its dev
+# extra.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,7 +26,7 @@ setup() {
     fi
     "$py" -m pip install --quiet --upgrade pip
     "$py" -m pip install --quiet "$TORCH_SPEC"
-    "$py" -m pip install --quiet -e ".[dev,fast]"
+    "$py" -m pip install --quiet -e ".[dev]"
     printf '%s' "$want" > "$stamp"
 }
 

@@ -12,9 +12,6 @@ from envs.hyperparam_env import EnvConfig, HyperparamControlEnv
 
 __all__ = ["ENV_IDS", "EnvConfig", "HyperparamControlEnv", "env_id_for"]
 
-#: episode length of Zhu et al. §4 (250 training steps), enforced by gymnasium's TimeLimit
-MAX_EPISODE_STEPS = EnvConfig().episode_steps
-
 ENV_IDS: dict[str, str] = {
     "lr": "rlopt/LRControl-v0",
     "rsgd": "rlopt/RSGDControl-v0",
@@ -31,11 +28,12 @@ def env_id_for(control: str) -> str:
         raise ValueError(f"unknown control mode {control!r}; choose one of {sorted(ENV_IDS)}") from None
 
 
+# no max_episode_steps: the env truncates at its own ``episode_steps``, so the length follows the
+# setting (gym.make(..., episode_steps=100)) instead of a TimeLimit fixed at registration
 for _mode, _env_id in ENV_IDS.items():
     if _env_id not in registry:
         register(
             id=_env_id,
             entry_point="envs.hyperparam_env:HyperparamControlEnv",
-            max_episode_steps=MAX_EPISODE_STEPS,
             kwargs={"control": _mode, "optimizer": _OPTIMIZER_OF_MODE[_mode]},
         )

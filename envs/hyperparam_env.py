@@ -14,9 +14,10 @@ import torch
 from gymnasium import spaces
 
 from rlopt.control import ActionSpec, Controller, ControlMode, ObservationSpec
-from rlopt.data import ImageData, load_idx_dataset, load_mnist
-from rlopt.models import build_model
+from rlopt.data import ImageData, TaskSplits, load_dataset, task_splits
+from rlopt.models import ModelName, build_model, loss_function
 from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
+from rlopt.tasks import OptimizerName, TaskSize
 from rlopt.training import (
     OPTIMIZER_PRESETS,
     SELECTION_SEED_BASE,
@@ -38,14 +39,16 @@ class EnvConfig:
         optimizer: ``"sgd"``, ``"adam"`` or ``"rsgd"``.
         start: ``"fixed"`` — the same initial network and batch order every episode (§4.3);
             ``"random"`` — new ones drawn from ``np_random`` each episode (§4.4).
-        episode_steps: training steps per episode (250); also the ``horizon`` of features and rewards.
+        episode_steps: training steps per episode (250): the env truncates there, and it is the
+            ``horizon`` of the ``step`` feature and of the rewards' "steps saved".
         batch_size: mini-batch size (32).
         train_size: MNIST training images the CNN learns from (8000).
         validation_size: held-out images (from MNIST's validation split) evaluated at episode end.
         model: ``"cnn"`` (Zhu et al.'s 28,938-parameter CNN) or ``"mlp"``/``"mlp-relu"``.
-        lr_init: starting learning rate; ``None`` takes the optimizer's preset (SGD/R-SGD 0.1).
+        lr_init: starting learning rate; ``None`` takes the optimizer's preset (SGD/R-SGD 0.1). It
+            must lie within the lr bounds.
         lr_bounds: allowed learning rates; ``None`` takes the optimizer's preset ([0.001, 0.5] for SGD).
-        reinforce_init: starting R-SGD Γ when the agent controls it.
+        reinforcement_init: starting R-SGD Γ when the agent controls it.
         fixed_seed: seed of the network initialisation and batch order in the ``fixed`` start mode.
         held_out: draw random start points from the model-selection seed range (evaluation during
             training), which neither training nor evaluate.py's held-out seeds use.
@@ -55,16 +58,16 @@ class EnvConfig:
     """
 
     control: ControlMode = "lr"
-    optimizer: str = "sgd"
+    optimizer: OptimizerName = "sgd"
     start: str = "fixed"
-    episode_steps: int = 250
-    batch_size: int = 32
-    train_size: int = 8000
-    validation_size: int = 2000
-    model: str = "cnn"
+    episode_steps: int = TaskSize.episode_steps
+    batch_size: int = TaskSize.batch_size
+    train_size: int = TaskSize.train_size
+    validation_size: int = TaskSize.validation_size
+    model: ModelName = "cnn"
     lr_init: float | None = None
     lr_bounds: tuple[float, float] | None = None
-    reinforce_init: float = 0.5
+    reinforcement_init: float = ActionSpec.reinforcement_init
     fixed_seed: int = 0
     held_out: bool = False
     data_dir: str | None = None
@@ -78,8 +81,10 @@ class EnvConfig:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_PRESETS)}, got {self.optimizer!r}")
         if self.control != "lr" and self.optimizer != "rsgd":
             raise ValueError(f"control {self.control!r} needs optimizer 'rsgd', got {self.optimizer!r}")
-        if self.episode_steps < 1 or self.batch_size < 1 or self.train_size < self.batch_size:
-            raise ValueError("episode_steps and batch_size must be >= 1 and train_size >= batch_size")
+        TaskSize(self.train_size, self.validation_size, self.batch_size, self.episode_steps)  # validates them
+        lo, hi = self.action_spec().lr_bounds
+        if self.control != "rsgd" and not lo <= self.initial_lr <= hi:
+            raise ValueError(f"lr_init {self.initial_lr:g} lies outside the lr bounds [{lo:g}, {hi:g}]")
 
     @property
     def initial_lr(self) -> float:
@@ -90,26 +95,17 @@ class EnvConfig:
 
     def action_spec(self) -> ActionSpec:
         bounds = OPTIMIZER_PRESETS[self.optimizer].lr_bounds if self.lr_bounds is None else self.lr_bounds
-        return ActionSpec(mode=self.control, lr_bounds=bounds, reinforce_init=self.reinforce_init)
+        return ActionSpec(mode=self.control, lr_bounds=bounds, reinforcement_init=self.reinforcement_init)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @functools.lru_cache(maxsize=4)
-def _task_data(data_dir: str | None, train_size: int, validation_size: int, data_seed: int) -> ImageData:
+def _task_data(data_dir: str | None, train_size: int, validation_size: int, batch_size: int,
+               data_seed: int) -> TaskSplits:
     """The training/validation images of one process, loaded once however many episodes or envs."""
-    data = load_mnist(progress=False) if data_dir is None else load_idx_dataset(data_dir)
-    if train_size > len(data.training) or validation_size > len(data.validation):
-        raise ValueError(
-            f"train_size={train_size} / validation_size={validation_size} exceed the dataset's "
-            f"{len(data.training)} training / {len(data.validation)} validation images"
-        )
-    return ImageData(
-        train=data.training.subset(train_size, seed=data_seed),
-        test=data.validation.subset(validation_size, seed=data_seed),
-        n_validation=0,
-    )
+    return task_splits(load_dataset(data_dir), train_size, validation_size, seed=data_seed, batch_size=batch_size)
 
 
 class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
@@ -134,7 +130,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     out of bounds or diverged −50 and the episode ends; the moving average of the loss fluctuating
     less than 10 % over 20 steps −0.5 (rate too low); above the minimum of the window's first half
     −0.2 (rate too high); at or below 0.02 +2, else a new minimum +20·ln(old min / new min), both
-    × (1 + steps saved / 250); otherwise 0. An action that changes a hyperparameter costs 0.1 more.
+    × (1 + steps saved / episode_steps); otherwise 0. An action that changes a hyperparameter costs 0.1 more.
 
     ## Starting State
 
@@ -145,13 +141,14 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     ## Episode End
 
     *Terminated*: a hyperparameter left its bounds, or the loss/parameters became NaN/inf.
-    *Truncated*: after 250 steps (``max_episode_steps`` at registration), or when the summed reward
-    falls below ``score_floor`` (Algorithm 1's ``score < score_0``; the score is not part of the state,
+    *Truncated*: after ``episode_steps`` training steps (250 by default; the env truncates itself,
+    so ``gym.make(..., episode_steps=100)`` ends episodes at 100 and scores validation there), or when
+    the summed reward falls below ``score_floor`` (Algorithm 1's ``score < score_0``; the score is not part of the state,
     so treating it as terminal would teach the agent that ending an episode stops the penalties).
 
     ## Info
 
-    ``loss``, ``lr``, ``reinforce_prob``, ``reward_tier`` (:class:`rlopt.rewards.RewardTier` value),
+    ``loss``, ``lr``, ``reinforcement`` (Γ), ``reward_tier`` (:class:`rlopt.rewards.RewardTier` value),
     ``step``, ``best_loss``, ``steps_to_threshold`` (−1 until reached) and, on the last step of an
     episode, ``val_loss`` and ``val_accuracy``.
 
@@ -177,13 +174,15 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         self.config = replace(config or EnvConfig(), **overrides)
         self.device = resolve_device(device)
         cfg = self.config
-        task = data if data is not None else _task_data(
-            cfg.data_dir, cfg.train_size, cfg.validation_size, cfg.data_seed
-        )
-        self._train_x = task.train.float_images().to(self.device)
-        self._train_y = task.train.labels.to(self.device)
-        self._val_x = task.test.float_images().to(self.device)
-        self._val_y = task.test.labels.to(self.device)
+        if data is None:
+            task = _task_data(cfg.data_dir, cfg.train_size, cfg.validation_size, cfg.batch_size, cfg.data_seed)
+            train, validation = task.train, task.validation
+        else:
+            train, validation = data.train, data.test
+        self._train_x = train.float_images().to(self.device)
+        self._train_y = train.labels.to(self.device)
+        self._val_x = validation.float_images().to(self.device)
+        self._val_y = validation.labels.to(self.device)
         self._obs_spec = self.config.observation_spec()
         self._action_spec = self.config.action_spec()
         self.observation_space = spaces.Box(
@@ -220,10 +219,12 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             model = build_seeded_model(cfg.model, model_seed)
         model.to(self.device)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.initial_lr, seed=batch_seed)
+        if self._controller is not None:
+            self._controller.remove_hooks()  # the previous episode's optimizer is dropped
         self._controller = Controller(optimizer, self._obs_spec, self._action_spec)
         self._trainer = Trainer(
             model, optimizer, self._train_x, self._train_y,
-            batch_size=cfg.batch_size, seed=batch_seed, device=self.device,
+            batch_size=cfg.batch_size, seed=batch_seed, device=self.device, loss_fn=loss_function(cfg.model),
         )
         self._score = 0.0
         self._steps = 0
@@ -256,7 +257,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         if in_bounds:
             window[-1] = window[-1] if math.isfinite(self._loss) else math.nan
         # out of bounds: the clamped values are never trained with, the episode ends on this window
-        reward, tier = tiered_reward(window, self._best_loss, self._steps, in_bounds=in_bounds, config=cfg.rewards)
+        reward, tier = tiered_reward(window, self._best_loss, self._steps, horizon=cfg.episode_steps,
+                                     in_bounds=in_bounds, config=cfg.rewards)
         if changes:
             reward -= cfg.rewards.change_cost
         self._last_tier = tier
@@ -268,9 +270,10 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
                 self._steps_to_threshold = self._steps
         terminated = tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)
         floor = cfg.rewards.score_floor
-        truncated = not terminated and floor is not None and self._score < floor
+        # the episode's own length ends it (not a TimeLimit wrapper: the length is a setting of the env)
+        truncated = not terminated and (self._steps >= cfg.episode_steps or (floor is not None and self._score < floor))
         info = self._get_info()
-        if terminated or truncated or self._steps >= cfg.episode_steps:
+        if terminated or truncated:
             result = self._trainer.evaluate(self._val_x, self._val_y)
             info["val_loss"] = result.loss if math.isfinite(result.loss) else float("nan")
             info["val_accuracy"] = result.accuracy
@@ -284,11 +287,11 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
 
     def _get_info(self) -> dict[str, Any]:
         assert self._controller is not None
-        lr, reinforce = self._controller.hyperparameters()
+        lr, reinforcement = self._controller.hyperparameters()
         return {
             "loss": self._loss,
             "lr": lr,
-            "reinforce_prob": reinforce,
+            "reinforcement": reinforcement,
             "reward_tier": int(self._last_tier),
             "step": self._steps,
             "best_loss": self._best_loss,

@@ -2,12 +2,12 @@
 
 >>> from rlopt import RSGD, LearnedScheduler
 >>> opt = RSGD(model.parameters(), lr=0.8)              # Γ(t) = 1 - 1/sqrt(t) by default
->>> sched = LearnedScheduler.load("policy.rlopt", opt)  # no gymnasium / stable-baselines3 needed
+>>> sched = LearnedScheduler(opt, "policy.rlopt")   # no gymnasium / stable-baselines3 needed
 """
 
 from rlopt.optim import RSGD, LangevinSGD
-from rlopt.scheduler import LearnedScheduler, PolicyFileError
+from rlopt.scheduler import LearnedScheduler, Policy, PolicyFileError
 
 __version__ = "0.1.0"
 
-__all__ = ["RSGD", "LangevinSGD", "LearnedScheduler", "PolicyFileError", "__version__"]
+__all__ = ["RSGD", "LangevinSGD", "LearnedScheduler", "Policy", "PolicyFileError", "__version__"]

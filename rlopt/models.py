@@ -10,12 +10,16 @@
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 Activation = Literal["sigmoid", "relu"]
+#: the models the command lines, the environment and the evaluation name
+ModelName = Literal["cnn", "mlp", "mlp-relu"]
+MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
 
 
 class ShallowCNN(nn.Module):
@@ -92,7 +96,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_model(name: Literal["cnn", "mlp", "mlp-relu"]) -> nn.Module:
+def build_model(name: ModelName) -> nn.Module:
     """The models by the names the command lines use."""
     if name == "cnn":
         return ShallowCNN()
@@ -100,4 +104,12 @@ def build_model(name: Literal["cnn", "mlp", "mlp-relu"]) -> nn.Module:
         return MLP(activation="sigmoid")
     if name == "mlp-relu":
         return MLP(activation="relu")
-    raise ValueError(f"unknown model {name!r}; choose 'cnn', 'mlp' or 'mlp-relu'")
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def loss_function(name: ModelName) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss each model trains with: cross-entropy on logits, except the R-SGD paper's sigmoid
+    MLP (``mlp``), which trains with its quadratic error."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return quadratic_error if name == "mlp" else nn.functional.cross_entropy

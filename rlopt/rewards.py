@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from rlopt.control import ObservationSpec
+
 
 class RewardTier(IntEnum):
     """Which rule produced a reward; logged as ``env/reward_tier``."""
@@ -72,7 +74,6 @@ class RewardConfig:
             (``0`` is the paper). One 10 % change moves the return by far less than the mini-batch
             noise, so without it a DQN's greedy policy drifts wherever its Q-estimates' noise
             points; the cost makes "keep" the default and a change something that must pay.
-        horizon: episode length used for "steps saved".
         score_floor: Algorithm 1's ``score_0``: the episode stops once the summed reward falls
             below it; ``None`` disables the cut-off.
         smoothed: judge tiers 2-4 on the moving average of the loss (``ObservationSpec.loss_smoothing``)
@@ -83,14 +84,13 @@ class RewardConfig:
 
     bound_penalty: float = -50.0
     divergence_penalty: float = -50.0
-    loss_window: int = 20
+    loss_window: int = ObservationSpec.loss_window
     min_fluctuation: float = 0.1
     too_low_penalty: float = -0.5
     too_high_penalty: float = -0.2
     threshold_loss: float = 0.02
     threshold_reward: float = 2.0
     new_min_reward: float = 20.0
-    horizon: int = 250
     score_floor: float | None = -50.0
     smoothed: bool = True
     scale_by_improvement: bool = True
@@ -103,8 +103,8 @@ class RewardConfig:
             raise ValueError("too_low_penalty and too_high_penalty must not be positive")
         if self.threshold_reward < 0 or self.new_min_reward < 0:
             raise ValueError("threshold_reward and new_min_reward must not be negative")
-        if self.loss_window < 2 or self.horizon < 1:
-            raise ValueError("loss_window must be >= 2 and horizon >= 1")
+        if self.loss_window < 2:
+            raise ValueError("loss_window must be >= 2")
 
 
 def progress_bonus(base: float, step: int, horizon: int) -> float:
@@ -117,6 +117,7 @@ def tiered_reward(
     best_loss: float,
     step: int,
     *,
+    horizon: int,
     in_bounds: bool,
     config: RewardConfig,
 ) -> tuple[float, RewardTier]:
@@ -126,6 +127,7 @@ def tiered_reward(
         losses: the latest losses, oldest first, ending with the current one.
         best_loss: the lowest loss of the episode *before* the current one (``inf`` at the start).
         step: 1-based training step within the episode.
+        horizon: the episode's length, for "steps saved".
         in_bounds: whether the action kept the hyperparameters within their bounds.
         config: the magnitudes.
 
@@ -145,10 +147,10 @@ def tiered_reward(
         if current > min(window[: config.loss_window // 2]):
             return config.too_high_penalty, RewardTier.TOO_HIGH
     if current <= config.threshold_loss:
-        return progress_bonus(config.threshold_reward, step, config.horizon), RewardTier.THRESHOLD
+        return progress_bonus(config.threshold_reward, step, horizon), RewardTier.THRESHOLD
     if current < best_loss:
         base = config.new_min_reward
         if config.scale_by_improvement:
             base *= math.log(best_loss / current) if math.isfinite(best_loss) and current > 0 else 0.0
-        return progress_bonus(base, step, config.horizon), RewardTier.NEW_MINIMUM
+        return progress_bonus(base, step, horizon), RewardTier.NEW_MINIMUM
     return 0.0, RewardTier.NEUTRAL

@@ -12,7 +12,9 @@ observation     :class:`rlopt.control.ObservationSpec` as a dict: feature names 
                 lengths, horizon, clip (the normalisation: features are scale-free by construction
                 and clipped to ±clip; no running statistics), observation version
 actions         :class:`rlopt.control.ActionSpec` as a dict: mode, factors, bounds, starting Γ
-network         ``{"sizes": [18, 64, 64, 3], "activation": "relu"}``: the Q-network's layout
+optimizer       ``{"name": "sgd" | "adam" | "rsgd", "initial_lr": float}``: the optimizer the policy
+                was trained with and the rate its training runs started from
+network         ``{"sizes": [19, 64, 64, 3], "activation": "relu"}``: the Q-network's layout
 weights         the Q-network's tensors, ``nn.Sequential`` names (``"0.weight"``, ...)
 metadata        free-form: training configuration, rlopt version, results
 ==============  ==================================================================================
@@ -22,22 +24,30 @@ Nothing here imports gymnasium or stable-baselines3.
 
 from __future__ import annotations
 
-import functools
 import itertools
+import math
 import os
-from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
-from rlopt.control import OBSERVATION_VERSION, ActionSpec, Controller, ObservationSpec, fused_kernels
+from rlopt.control import (
+    OBSERVATION_VERSION,
+    ActionSpec,
+    Controller,
+    ObservationSpec,
+    check_within_bounds,
+    reinforcement_of,
+)
+from rlopt.tasks import OPTIMIZER_NAMES
 
 POLICY_FORMAT = "rlopt-policy"
-POLICY_VERSION = 1
+POLICY_VERSION = 2
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -57,12 +67,37 @@ def build_q_network(sizes: list[int], activation: str = "relu") -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """A learned policy as read from a ``.rlopt`` file (:func:`load_policy`).
+
+    Attributes:
+        q_network: the Q-network; the greedy action is its argmax.
+        observation: what it observes (:class:`rlopt.control.ObservationSpec`).
+        actions: what its actions do (:class:`rlopt.control.ActionSpec`).
+        optimizer: the optimizer it was trained with: ``"sgd"``, ``"adam"`` or ``"rsgd"``.
+        initial_lr: the learning rate its training runs started from.
+        activation: the hidden layers' activation, ``"relu"`` or ``"tanh"``.
+        metadata: free-form training record (configuration, rlopt version, results).
+    """
+
+    q_network: nn.Sequential
+    observation: ObservationSpec
+    actions: ActionSpec
+    optimizer: str
+    initial_lr: float
+    activation: str = "relu"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 def save_policy(
     path: str | os.PathLike[str],
     q_network: nn.Sequential,
     observation: ObservationSpec,
     actions: ActionSpec,
     *,
+    optimizer: str,
+    initial_lr: float,
     activation: str = "relu",
     metadata: dict[str, Any] | None = None,
 ) -> Path:
@@ -73,11 +108,16 @@ def save_policy(
         raise ValueError(
             f"network maps {sizes[0]} → {sizes[-1]} but the specs need {observation.size} → {actions.n_actions}"
         )
+    if optimizer not in OPTIMIZER_NAMES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZER_NAMES}, got {optimizer!r}")
+    if not 0 < initial_lr < math.inf:
+        raise ValueError(f"initial_lr must be a positive finite rate, got {initial_lr}")
     payload = {
         "format": POLICY_FORMAT,
         "version": POLICY_VERSION,
         "observation": observation.to_dict(),
         "actions": actions.to_dict(),
+        "optimizer": {"name": optimizer, "initial_lr": float(initial_lr)},
         "network": {"sizes": sizes, "activation": activation},
         "weights": {k: v.detach().cpu().clone() for k, v in q_network.state_dict().items()},
         "metadata": metadata or {},
@@ -90,10 +130,8 @@ def save_policy(
     return path
 
 
-def load_policy(
-    path: str | os.PathLike[str],
-) -> tuple[nn.Sequential, ObservationSpec, ActionSpec, dict[str, Any]]:
-    """Read and validate a policy file: ``(q_network, observation spec, action spec, metadata)``."""
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Read and validate a policy file; every problem is a :class:`PolicyFileError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise PolicyFileError(f"{path}: no such policy file (train_agent.py writes DIR/policy.rlopt)")
@@ -112,10 +150,23 @@ def load_policy(
         observation = ObservationSpec.from_dict(payload["observation"])
         actions = ActionSpec.from_dict(payload["actions"])
         network = payload["network"]
-        q_network = build_q_network(list(network["sizes"]), network["activation"])
+        activation = str(network["activation"])
+        q_network = build_q_network(list(network["sizes"]), activation)
         q_network.load_state_dict(payload["weights"])
+        optimizer = payload["optimizer"]
+        optimizer_name, initial_lr = str(optimizer["name"]), float(optimizer["initial_lr"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise PolicyFileError(f"{path}: malformed policy file ({exc})") from exc
+        raise PolicyFileError(f"{path}: malformed policy file ({exc.__class__.__name__}: {exc})") from exc
+    metadata = payload.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise PolicyFileError(f"{path}: malformed policy file (metadata is a {type(metadata).__name__}, not a dict)")
+    if optimizer_name not in OPTIMIZER_NAMES or not 0 < initial_lr < math.inf:
+        raise PolicyFileError(
+            f"{path}: malformed policy file (optimizer {optimizer_name!r} at initial lr {initial_lr}; "
+            f"expected one of {OPTIMIZER_NAMES} at a positive finite rate)"
+        )
+    if not all(torch.isfinite(p).all() for p in q_network.parameters()):
+        raise PolicyFileError(f"{path}: the Q-network has non-finite weights (NaN or inf); the policy is unusable")
     current = ObservationSpec()
     if observation.version != OBSERVATION_VERSION or observation.features != current.features:
         raise PolicyFileError(
@@ -126,155 +177,113 @@ def load_policy(
     if q_network[0].in_features != observation.size or q_network[-1].out_features != actions.n_actions:
         raise PolicyFileError(f"{path}: network shape does not match its observation/action specs")
     q_network.eval()
-    return q_network, observation, actions, dict(payload.get("metadata", {}))
+    return Policy(q_network, observation, actions, optimizer_name, initial_lr, activation, dict(metadata))
 
 
-# addmm and relu in one call: the same kernels F.relu(F.linear(x, w, b)) runs, so identical values
-_addmm_relu: Callable[..., torch.Tensor] | None = getattr(torch, "_addmm_activation", None)
+class GreedyQ:
+    """The greedy action of a ``Linear → act → … → Linear`` Q-network, in NumPy on cached weights.
 
-
-def _layer_calls(q_network: nn.Module) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """The network's layers as functions of a ``(1, n)`` input, each ``Linear → ReLU`` pair fused.
-
-    ``F.linear`` on a 2-D input with a bias is ``torch.addmm(bias, x, weight.t())``, so calling
-    ``addmm`` directly computes bit-identical Q-values; fusing the ReLU saves a call per hidden
-    layer (each torch call costs 15-20 µs right after a training step).
-    """
-    modules = [m for m in q_network.modules() if not list(m.children())]
-    calls: list[Callable[[torch.Tensor], torch.Tensor]] = []
-    i = 0
-    while i < len(modules):
-        module = modules[i]
-        fuse = i + 1 < len(modules) and isinstance(modules[i + 1], nn.ReLU) and _addmm_relu is not None
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            kernel: Callable[..., torch.Tensor] = _addmm_relu if fuse and _addmm_relu else torch.addmm
-            calls.append(functools.partial(_linear, kernel, module.bias.detach(), module.weight.detach().t()))
-            i += 2 if fuse else 1
-            continue
-        if isinstance(module, nn.ReLU):
-            calls.append(F.relu)
-        elif isinstance(module, nn.Tanh):
-            calls.append(torch.tanh)
-        else:
-            calls.append(module)  # anything else keeps its own forward
-        i += 1
-    return calls
-
-
-class _FusedGreedy:
-    """The greedy action computed by :func:`rlopt._fused.greedy_action` (float64 with an error bound).
-
-    It answers only when float32 evaluation provably ranks the same action first; on a near tie it
-    returns ``None`` and the caller runs the torch layers. Applies to ``Linear → act → … → Linear``
-    stacks with float32 weights and biases and one activation, ReLU or Tanh.
+    The Q-values are computed in float64 from the float32 weights, so they differ from the
+    network's own float32 forward pass only by float32 rounding. The action therefore equals
+    ``q_network(obs).argmax()`` except where the two best Q-values lie within that rounding
+    (:data:`TIE_TOLERANCE` relative to the largest |Q|, far above it); ties go to the lowest action.
+    NumPy instead of torch because each torch call costs more than this whole network right after
+    a training step.
     """
 
-    def __init__(self, q_network: nn.Module) -> None:
-        modules = [m for m in q_network.modules() if not list(m.children())]
-        linears = [m for m in modules[::2] if isinstance(m, nn.Linear)]
-        activations = {type(m) for m in modules[1::2]}
-        if not (
-            len(modules) % 2 == 1
-            and len(linears) == len(modules[::2])
-            and all(m.bias is not None and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"
-                    for m in linears)
-            and activations <= {nn.ReLU, nn.Tanh} and len(activations) <= 1
-        ):
-            raise ValueError("the fused Q-network path needs float32 CPU Linear layers with biases, "
-                             "separated by one kind of activation (ReLU or Tanh)")
-        self.weights = tuple(m.weight.detach().numpy() for m in linears)  # shares the module's memory
-        self.biases = tuple(m.bias.detach().numpy() for m in linears if m.bias is not None)
-        self.tanh = activations == {nn.Tanh}
-        width = max(max(w.shape) for w in self.weights)
-        self.values, self.errors = np.zeros((2, width)), np.zeros((2, width))
-        self._kernel = fused_kernels().greedy_action
+    #: relative gap under which the float64 and the float32 argmax may differ (float32 ε is 1.2e-7)
+    TIE_TOLERANCE = 1e-4
 
-    def __call__(self, observation: np.ndarray) -> int | None:
-        # the bound assumes IEEE float32 matmuls: not when torch may use reduced-precision kernels
-        if torch.get_float32_matmul_precision() != "highest":
-            return None
-        action = self._kernel(self.weights, self.biases, self.tanh, observation, self.values, self.errors)
-        return None if action < 0 else action
+    def __init__(self, q_network: nn.Sequential, activation: str) -> None:
+        linears = [m for m in q_network if isinstance(m, nn.Linear)]
+        self.weights = [m.weight.detach().cpu().double().numpy().T.copy() for m in linears]
+        self.biases = [
+            (m.bias.detach().cpu().double().numpy() if m.bias is not None else np.zeros(m.out_features))
+            for m in linears
+        ]
+        self.tanh = activation == "tanh"
+
+    def q_values(self, observation: np.ndarray) -> np.ndarray:
+        x = np.asarray(observation, dtype=np.float64).reshape(-1)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = x @ w + b
+            if i < last:
+                x = np.tanh(x) if self.tanh else np.maximum(x, 0.0)
+        return x
+
+    def __call__(self, observation: np.ndarray) -> int:
+        return int(np.argmax(self.q_values(observation)))  # argmax: the first of equal maxima
 
 
-def _linear(kernel: Callable[..., torch.Tensor], bias: torch.Tensor, weight_t: torch.Tensor,
-            x: torch.Tensor) -> torch.Tensor:
-    return kernel(bias, x, weight_t)
-
-
-class LearnedScheduler:
+class LearnedScheduler(LRScheduler):
     """Set an optimizer's hyperparameters every step with a learned DQN policy (greedy actions).
 
-    Modelled on ``torch.optim.lr_scheduler.ReduceLROnPlateau``: call ``step(loss)`` after
-    ``optimizer.step()``. It observes the step just taken (loss, and the gradients and parameters of
-    the optimizer, through :class:`rlopt.control.Controller`, the same code the training environment
-    runs), takes the action with the highest Q-value and writes the new learning rate and/or R-SGD
-    reinforcement probability into ``optimizer.param_groups``. Values are clamped to the policy's bounds.
+    A ``torch.optim.lr_scheduler.LRScheduler`` that, like ``ReduceLROnPlateau``, needs an input:
+    call ``step(loss)`` once after every ``optimizer.step()``. It observes the step just taken
+    through :class:`rlopt.control.Controller` (the same code the training environment runs): the
+    loss, and the gradient and update statistics that the optimizer's step hooks take inside
+    ``optimizer.step()``, so it does not matter on which side of the step ``zero_grad()`` is called.
+    It then takes the action with the highest Q-value (:class:`GreedyQ`) and writes the new learning
+    rate and/or R-SGD Γ into ``optimizer.param_groups``; new values are clamped to the policy's bounds.
 
-    A policy that controls R-SGD's Γ owns it from construction on: Γ is set to the value the policy was
-    trained from (``actions.reinforce_init``), overriding the optimizer's schedule.
+    Args:
+        optimizer: the optimizer to steer. Its starting rate must lie within the policy's lr bounds
+            (``ValueError`` otherwise); a policy that controls Γ needs :class:`rlopt.RSGD`.
+        policy: a ``.rlopt`` path or a loaded :class:`Policy`.
+        total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it: the ``step``
+            feature becomes t / total_steps. Without it the feature counts to the horizon the policy
+            was trained with and stays at 1 beyond it, so the policy acts as at the end of its
+            training episodes.
+        lr_bounds: override the trained lr bounds (e.g. for Adam, whose useful rates lie below SGD's).
 
-    With numba installed (``pip install rlopt[fast]``) and CPU float32/float64 parameters, the
-    statistics and the Q-network run as compiled kernels (:mod:`rlopt._fused`); otherwise as torch
-    calls, on any device. The features agree up to float rounding and the actions are the network's
-    argmax either way. ``fused=False`` forces torch, ``fused=True`` requires the kernels.
+    A policy that controls Γ owns it from construction on: Γ is set to the value the policy was
+    trained from (``actions.reinforcement_init``), overriding the optimizer's schedule.
 
-    Memory: one flat buffer the size of all parameters (θ of the previous step), three with the
-    torch path; on the parameters' device. Time on Zhu et al.'s CNN, one CPU thread
-    (``benchmarks/scheduler_overhead.py``): about 2 % of a training step with the kernels, about
-    5 % with torch calls only.
+    ``state_dict()`` holds the loss and gradient history (a few dozen numbers), not the optimizer
+    or the network; memory is three flat buffers the size of all parameters, on their device.
 
     Example:
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        >>> sched = LearnedScheduler.load("runs/default/policy.rlopt", opt)
+        >>> sched = LearnedScheduler(opt, "runs/default/policy.rlopt", total_steps=2000)
         >>> for x, y in batches:
-        ...     opt.zero_grad(); loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
+        ...     loss = F.cross_entropy(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
         ...     sched.step(loss.item())
     """
 
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
-        q_network: nn.Module,
-        observation: ObservationSpec,
-        actions: ActionSpec,
+        policy: str | os.PathLike[str] | Policy,
         *,
-        metadata: dict[str, Any] | None = None,
-        fused: bool | None = None,
+        total_steps: int | None = None,
+        lr_bounds: tuple[float, float] | None = None,
     ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer")
+        # like ReduceLROnPlateau, no LRScheduler.__init__: it would take a step without a loss
         self.optimizer = optimizer
-        self.q_network = q_network.eval()
-        self._layers = _layer_calls(q_network)
-        self.controller = Controller(optimizer, observation, actions, fused=fused)
-        self._fused_greedy: _FusedGreedy | None = None
-        if fused is not False and fused_kernels() is not None:
-            try:
-                self._fused_greedy = _FusedGreedy(q_network)
-            except ValueError:
-                if fused:
-                    raise
-        self.metadata = metadata or {}
+        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        actions = self.policy.actions
+        if lr_bounds is not None:
+            actions = replace(actions, lr_bounds=(float(lr_bounds[0]), float(lr_bounds[1])))
+        check_within_bounds(optimizer, actions)
+        self.controller = Controller(optimizer, self.policy.observation, actions, horizon=total_steps)
+        self.total_steps = total_steps
+        self._greedy = GreedyQ(self.policy.q_network, self.policy.activation)
+        self.last_epoch = 0
         self.last_action: int | None = None
         self._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
 
     @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike[str],
-        optimizer: torch.optim.Optimizer,
-        *,
-        lr_bounds: tuple[float, float] | None = None,
-        fused: bool | None = None,
-    ) -> LearnedScheduler:
-        """Load a ``.rlopt`` file for ``optimizer``; ``lr_bounds`` overrides the trained bounds
-        (e.g. for Adam, whose useful rates lie below SGD's); ``fused`` as in the class."""
-        q_network, observation, actions, metadata = load_policy(path)
-        if lr_bounds is not None:
-            actions = ActionSpec.from_dict({**actions.to_dict(), "lr_bounds": tuple(lr_bounds)})
+    def load(cls, path: str | os.PathLike[str], optimizer: torch.optim.Optimizer, **kwargs: Any) -> LearnedScheduler:
+        """``LearnedScheduler(optimizer, path, **kwargs)``, with a mode/optimizer mismatch reported
+        as a :class:`PolicyFileError` naming the file."""
+        policy = load_policy(path)
         try:
-            return cls(optimizer, q_network, observation, actions, metadata=metadata, fused=fused)
+            return cls(optimizer, policy, **kwargs)
         except ValueError as exc:
-            raise PolicyFileError(f"{path}: policy mode {actions.mode!r} cannot drive this optimizer: {exc}") from exc
+            raise PolicyFileError(f"{path}: {exc}") from exc
 
     @property
     def observation(self) -> ObservationSpec:
@@ -284,57 +293,47 @@ class LearnedScheduler:
     def actions(self) -> ActionSpec:
         return self.controller.actions
 
-    def decide(self, observation: torch.Tensor | np.ndarray) -> int:
-        """Greedy action for one observation (what ``DQN.predict(obs, deterministic=True)`` returns).
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.policy.metadata
 
-        The fused path answers only when float32 evaluation provably ranks the same action first;
-        otherwise the torch layers run, whose Q-values are bit-identical to the module's (see
-        :func:`_layer_calls`); ties go to the lowest action, as with ``torch.argmax``.
-        """
+    def decide(self, observation: torch.Tensor | np.ndarray) -> int:
+        """Greedy action for one observation (what ``DQN.predict(obs, deterministic=True)`` returns,
+        up to :attr:`GreedyQ.TIE_TOLERANCE`)."""
         if isinstance(observation, torch.Tensor):
             observation = observation.detach().cpu().numpy()
-        return self._greedy(np.ascontiguousarray(observation, dtype=np.float32).reshape(-1))
+        return self._greedy(np.asarray(observation, dtype=np.float32).reshape(-1))
 
-    def _greedy(self, observation: np.ndarray) -> int:
-        # observation: float32, 1-D, contiguous (what Controller.observe returns)
-        action = self._fused_greedy(observation) if self._fused_greedy is not None else None
-        return self._decide_torch(torch.from_numpy(observation)) if action is None else action
+    def step(self, loss: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
+        """Observe the optimizer step just taken (with its mini-batch ``loss``) and act.
 
-    @torch.inference_mode()
-    def _decide_torch(self, observation: torch.Tensor) -> int:
-        x = observation.reshape(1, -1)
-        for layer in self._layers:
-            x = layer(x)
-        q_values: list[float] = x.tolist()[0]  # one host transfer; argmax in Python
-        if any(q != q for q in q_values):  # NaN: leave the choice to torch (NaN is its maximum)
-            return int(x.argmax(dim=1).item())
-        return max(range(len(q_values)), key=q_values.__getitem__)
-
-    def step(self, loss: float | torch.Tensor) -> int:
-        """Observe the step just taken, act, and return the action."""
+        Raises ``TypeError`` without a loss and ``RuntimeError`` if no ``optimizer.step()`` ran since
+        the previous call.
+        """
+        if loss is None:
+            raise TypeError("LearnedScheduler.step(loss) needs the step's training loss, as ReduceLROnPlateau "
+                            "needs its metric")
         action = self._greedy(self.controller.observe(float(loss)))
         self.controller.act(action)
         self.last_action = action
+        self.last_epoch += 1
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
-        return action
-
-    def get_last_lr(self) -> list[float]:
-        """Learning rate of each param group after the latest ``step``."""
-        return list(self._last_lr)
 
     def get_last_reinforcement(self) -> list[float]:
-        """R-SGD Γ of each param group (0 for optimizers without one)."""
-        return [float(g.get("reinforce_prob", 0.0)) for g in self.optimizer.param_groups]
+        """R-SGD Γ of each param group for the next step (0 for optimizers without one)."""
+        return [reinforcement_of(self.optimizer, i) for i in range(len(self.optimizer.param_groups))]
 
     def state_dict(self) -> dict[str, Any]:
-        """The observation history and last action; not the optimizer and not the network weights."""
+        """The observation history, step count and last action; not the optimizer, not the network."""
         return {
             "controller": self.controller.state_dict(),
+            "last_epoch": self.last_epoch,
             "last_action": self.last_action,
             "last_lr": list(self._last_lr),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.controller.load_state_dict(state_dict["controller"])
+        self.last_epoch = int(state_dict["last_epoch"])
         self.last_action = state_dict["last_action"]
         self._last_lr = list(state_dict["last_lr"])

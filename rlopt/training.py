@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +19,20 @@ from torch import nn
 from rlopt.data import iterate_batches
 from rlopt.models import build_model
 from rlopt.optim import RSGD
+from rlopt.tasks import OPTIMIZER_NAMES, OptimizerName
+
+__all__ = [
+    "OPTIMIZER_NAMES",
+    "OPTIMIZER_PRESETS",
+    "EvalResult",
+    "OptimizerName",
+    "OptimizerPreset",
+    "Trainer",
+    "build_seeded_model",
+    "make_optimizer",
+    "resolve_device",
+    "seed_everything",
+]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -135,10 +148,6 @@ class Trainer:
             total_loss += float(self.loss_fn(out, y)) * len(y)
             correct += int((out.argmax(dim=1) == y).sum())
         return EvalResult(loss=total_loss / len(images), accuracy=correct / len(images))
-
-
-OptimizerName = Literal["sgd", "adam", "rsgd"]
-OPTIMIZER_NAMES: tuple[OptimizerName, ...] = ("sgd", "adam", "rsgd")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -29,9 +31,8 @@ def test_checkers_pass(env_id: str, tiny_data: ImageData) -> None:
     sb3_check_env(make(env_id, tiny_data), warn=True)
 
 
-def test_registered_ids_and_limits() -> None:
+def test_registered_ids() -> None:
     assert {spec_id for spec_id in ENV_IDS.values()} <= set(gym.registry)
-    assert all(gym.spec(env_id).max_episode_steps == 250 for env_id in ENV_IDS.values())
     assert envs.env_id_for("rsgd") == "rlopt/RSGDControl-v0"
     with pytest.raises(ValueError, match="control mode"):
         envs.env_id_for("momentum")
@@ -42,6 +43,27 @@ def test_bad_config_is_a_clear_error(tiny_data: ImageData) -> None:
         HyperparamControlEnv(data=tiny_data, control="rsgd", optimizer="sgd")
     with pytest.raises(ValueError, match="start"):
         HyperparamControlEnv(data=tiny_data, start="sometimes")
+    with pytest.raises(ValueError, match=r"lr_init 10 lies outside the lr bounds \[0\.001, 0\.5\]"):
+        HyperparamControlEnv(data=tiny_data, lr_init=10.0)
+
+
+@pytest.mark.parametrize("episode_steps", [1, 7, 40])
+def test_episode_steps_sets_the_length_the_horizon_and_the_validation_step(
+    episode_steps: int, tiny_data: ImageData
+) -> None:
+    env = gym.make(ENV_IDS["lr"], data=tiny_data, episode_steps=episode_steps)
+    obs, _ = env.reset(seed=0)
+    assert obs[FEATURE_NAMES.index("step")] == pytest.approx(1 / episode_steps)
+    for t in range(1, episode_steps + 1):
+        obs, reward, terminated, truncated, info = env.step(1)
+        assert not terminated
+        assert truncated == (t == episode_steps)
+        assert ("val_loss" in info) == (t == episode_steps)  # validation is scored once, at the end
+    assert obs[FEATURE_NAMES.index("step")] == 1.0
+    # the rewards' "steps saved" count to the same horizon: a threshold reward at the end earns the base
+    from rlopt.rewards import RewardConfig, progress_bonus
+
+    assert progress_bonus(RewardConfig().threshold_reward, episode_steps, episode_steps) == RewardConfig().threshold_reward
 
 
 def rollout(env: gym.Env, seed: int, actions: list[int]) -> tuple[np.ndarray, list[float], list[dict]]:
@@ -87,7 +109,8 @@ def test_always_raising_lr_hits_the_bound(tiny_data: ImageData) -> None:
     assert info["reward_tier"] == RewardTier.OUT_OF_BOUNDS
     rewards = EnvConfig().rewards
     assert reward == pytest.approx(rewards.bound_penalty - rewards.change_cost)  # the raise was a change
-    assert 0.5 / 0.1 > (1 / 0.9) ** (raises - 1)  # it took as many raises as the bound allows
+    # exactly as many raises as the bound allows: 0.1·(1/0.9)^k <= 0.5 for k <= 15, the 16th leaves
+    assert raises == math.floor(math.log(0.5 / 0.1) / math.log(1 / 0.9)) + 1
     assert np.isfinite(obs).all()
     assert "val_accuracy" in info
 
@@ -115,30 +138,39 @@ def test_observations_finite_under_random_actions(env_id: str, tiny_data: ImageD
             obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
             assert env.observation_space.contains(obs)
             assert np.isfinite(reward)
-            done = terminated or truncated or info["step"] >= SHORT
-        assert {"val_loss", "val_accuracy", "loss", "lr", "reinforce_prob", "reward_tier"} <= info.keys()
+            done = terminated or truncated
+            assert info["step"] <= SHORT
+        assert {"val_loss", "val_accuracy", "loss", "lr", "reinforcement", "reward_tier"} <= info.keys()
+        assert 0.0 <= info["val_accuracy"] <= 1.0 and info["step"] <= SHORT
 
 
 def test_dummy_and_subproc_vec_env(tiny_data: ImageData) -> None:
     def factory(rank: int):
         return lambda: make(ENV_IDS["lr"], tiny_data, start="random")
 
+    results = []
     for vec_cls in (DummyVecEnv, SubprocVecEnv):
         vec = vec_cls([factory(i) for i in range(2)])
         vec.seed(3)
-        obs = vec.reset()
-        assert obs.shape == (2, len(FEATURE_NAMES))
-        obs, rewards, _dones, _infos = vec.step(np.array([1, 1]))
+        first = vec.reset()
+        assert first.shape == (2, len(FEATURE_NAMES))
+        obs, rewards, _dones, infos = vec.step(np.array([0, 2]))
         assert np.isfinite(obs).all() and rewards.shape == (2,)
+        assert [info["lr"] for info in infos] == pytest.approx([0.1 * 0.9, 0.1 / 0.9])  # each env its action
+        results.append((first, obs, rewards))
         vec.close()
+    assert not np.array_equal(results[0][0][0], results[0][0][1])  # the two envs start from different points
+    for a, b in zip(*results, strict=True):  # in-process and worker-process envs compute the same
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
 def test_gymnasium_make_vec(tiny_data: ImageData) -> None:
     vec = gym.make_vec(ENV_IDS["lr"], num_envs=2, vectorization_mode="sync", data=tiny_data)
     obs, _ = vec.reset(seed=0)
     assert obs.shape == (2, len(FEATURE_NAMES))
-    obs, _rewards, _terminated, _truncated, _ = vec.step(np.array([0, 2]))
+    obs, _rewards, _terminated, _truncated, infos = vec.step(np.array([0, 2]))
     assert np.isfinite(obs).all()
+    assert infos["lr"] == pytest.approx([0.1 * 0.9, 0.1 / 0.9])
     vec.close()
 
 

@@ -9,6 +9,7 @@ import pytest
 from rlopt.rewards import RewardConfig, RewardTier, progress_bonus, tiered_reward
 
 CFG = RewardConfig()
+H = 250  # the episode length the rewards count "steps saved" to
 
 
 def noisy_flat(n: int = 20, level: float = 1.0, spread: float = 0.5) -> list[float]:
@@ -17,42 +18,42 @@ def noisy_flat(n: int = 20, level: float = 1.0, spread: float = 0.5) -> list[flo
 
 
 def test_out_of_bounds_wins_over_everything() -> None:
-    reward, tier = tiered_reward([0.01], best_loss=1.0, step=5, in_bounds=False, config=CFG)
+    reward, tier = tiered_reward([0.01], best_loss=1.0, step=5, horizon=H, in_bounds=False, config=CFG)
     assert tier is RewardTier.OUT_OF_BOUNDS
     assert reward == CFG.bound_penalty < 0
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_divergence_is_finite_penalty(bad: float) -> None:
-    reward, tier = tiered_reward([*noisy_flat(19), bad], best_loss=0.5, step=30, in_bounds=True, config=CFG)
+    reward, tier = tiered_reward([*noisy_flat(19), bad], best_loss=0.5, step=30, horizon=H, in_bounds=True, config=CFG)
     assert tier is RewardTier.DIVERGED
     assert math.isfinite(reward) and reward < 0
 
 
 def test_too_low_when_window_barely_fluctuates() -> None:
     losses = [1.0 - 0.001 * i for i in range(20)]  # smooth, monotone: the rate is too low
-    reward, tier = tiered_reward(losses, best_loss=0.99, step=30, in_bounds=True, config=CFG)
+    reward, tier = tiered_reward(losses, best_loss=0.99, step=30, horizon=H, in_bounds=True, config=CFG)
     assert tier is RewardTier.TOO_LOW
     assert reward == CFG.too_low_penalty < 0
 
 
 def test_too_low_needs_a_full_window() -> None:
     losses = [1.0 - 0.001 * i for i in range(10)]
-    _, tier = tiered_reward(losses, best_loss=0.9915, step=10, in_bounds=True, config=CFG)
+    _, tier = tiered_reward(losses, best_loss=0.9915, step=10, horizon=H, in_bounds=True, config=CFG)
     assert tier is RewardTier.NEW_MINIMUM
 
 
 def test_too_high_when_loss_above_first_half_minimum() -> None:
     losses = [*noisy_flat(19), 1.2]  # first half's minimum is 0.75
-    reward, tier = tiered_reward(losses, best_loss=0.75, step=30, in_bounds=True, config=CFG)
+    reward, tier = tiered_reward(losses, best_loss=0.75, step=30, horizon=H, in_bounds=True, config=CFG)
     assert tier is RewardTier.TOO_HIGH
     assert reward == CFG.too_high_penalty < 0
 
 
 def test_new_minimum_is_positive_and_earlier_is_larger() -> None:
     losses = [*noisy_flat(19), 0.5]
-    early, tier = tiered_reward(losses, best_loss=0.75, step=20, in_bounds=True, config=CFG)
-    late, _ = tiered_reward(losses, best_loss=0.75, step=240, in_bounds=True, config=CFG)
+    early, tier = tiered_reward(losses, best_loss=0.75, step=20, horizon=H, in_bounds=True, config=CFG)
+    late, _ = tiered_reward(losses, best_loss=0.75, step=240, horizon=H, in_bounds=True, config=CFG)
     assert tier is RewardTier.NEW_MINIMUM
     assert early > late > 0
     assert early == pytest.approx(CFG.new_min_reward * math.log(0.75 / 0.5) * (1 + 230 / 250))
@@ -60,26 +61,26 @@ def test_new_minimum_is_positive_and_earlier_is_larger() -> None:
 
 def test_new_minimum_scales_with_improvement_unless_paper_mode() -> None:
     losses = [*noisy_flat(19), 0.5]
-    small, _ = tiered_reward(losses, best_loss=0.51, step=20, in_bounds=True, config=CFG)
-    large, _ = tiered_reward(losses, best_loss=0.75, step=20, in_bounds=True, config=CFG)
+    small, _ = tiered_reward(losses, best_loss=0.51, step=20, horizon=H, in_bounds=True, config=CFG)
+    large, _ = tiered_reward(losses, best_loss=0.75, step=20, horizon=H, in_bounds=True, config=CFG)
     assert 0 < small < large
     paper = RewardConfig(smoothed=False, scale_by_improvement=False, new_min_reward=1.0)
-    a, _ = tiered_reward(losses, best_loss=0.51, step=20, in_bounds=True, config=paper)
-    b, _ = tiered_reward(losses, best_loss=0.75, step=20, in_bounds=True, config=paper)
+    a, _ = tiered_reward(losses, best_loss=0.51, step=20, horizon=H, in_bounds=True, config=paper)
+    b, _ = tiered_reward(losses, best_loss=0.75, step=20, horizon=H, in_bounds=True, config=paper)
     assert a == b == pytest.approx(1 + 230 / 250)
 
 
 def test_threshold_beats_new_minimum() -> None:
     losses = [*noisy_flat(19, level=0.05, spread=0.04), 0.015]
-    reward, tier = tiered_reward(losses, best_loss=0.03, step=100, in_bounds=True, config=CFG)
+    reward, tier = tiered_reward(losses, best_loss=0.03, step=100, horizon=H, in_bounds=True, config=CFG)
     assert tier is RewardTier.THRESHOLD
-    assert reward == pytest.approx(progress_bonus(CFG.threshold_reward, 100, CFG.horizon))
+    assert reward == pytest.approx(progress_bonus(CFG.threshold_reward, 100, H))
     assert reward > 0
 
 
 def test_neutral_otherwise() -> None:
     losses = [*noisy_flat(19), 0.7]  # below the first half's minimum 0.75, above the episode best
-    reward, tier = tiered_reward(losses, best_loss=0.5, step=30, in_bounds=True, config=CFG)
+    reward, tier = tiered_reward(losses, best_loss=0.5, step=30, horizon=H, in_bounds=True, config=CFG)
     assert (reward, tier) == (0.0, RewardTier.NEUTRAL)
 
 

@@ -136,12 +136,13 @@ def test_default_schedule_first_step_is_sgd_then_reinforces() -> None:
     m_sgd, m_rsgd = _mlp(), _mlp()
     _train(m_sgd, torch.optim.SGD(m_sgd.parameters(), lr=0.8), batches[:1])
     opt = RSGD(m_rsgd.parameters(), seed=0)
-    assert opt.param_groups[0]["reinforce_prob"] == 0.0  # Γ(1) = 1 - 1/√1
+    assert opt.reinforcement() == 0.0  # Γ(1) = 1 - 1/√1
     _train(m_rsgd, opt, batches[:1])
     assert _params_equal(m_sgd, m_rsgd)
+    assert opt.reinforcement() == pytest.approx(1 - 1 / math.sqrt(2))
     _train(m_rsgd, opt, batches[1:])
-    assert opt.param_groups[0]["reinforce_prob"] == pytest.approx(1 - 1 / math.sqrt(6))
-    assert opt.reinforce_prob() == pytest.approx(1 - 1 / math.sqrt(7))
+    assert opt.reinforcement() == pytest.approx(1 - 1 / math.sqrt(7))
+    assert "reinforce_prob" not in opt.param_groups[0]  # Γ has one name: "reinforcement"
 
 
 # ---------------------------------------------------------------- control ---------------------------------
@@ -155,21 +156,19 @@ def test_controller_override_takes_effect_next_step() -> None:
         p.grad = torch.randn(500, generator=gen)
         opt.step()
     group = opt.param_groups[0]
-    assert group["reinforce_prob"] == pytest.approx(0.5)  # Γ(4)
+    assert opt.reinforcement() == pytest.approx(1 - 1 / math.sqrt(5))  # Γ(5), the next step's
     group["reinforcement"] = 0.0
-    assert opt.reinforce_prob() == 0.0
+    assert opt.reinforcement() == 0.0
     p.grad = torch.randn(500, generator=gen)
     opt.step()
     assert torch.equal(opt.state[p]["reinforced_grad"], p.grad)
-    assert group["reinforce_prob"] == 0.0
     group["reinforcement"] = 1.0
     previous = opt.state[p]["reinforced_grad"].clone()
     p.grad = torch.randn(500, generator=gen)
     opt.step()
     assert torch.equal(opt.state[p]["reinforced_grad"], previous + p.grad)
-    assert group["reinforce_prob"] == 1.0
     group["reinforcement"] = PowerReinforcement()  # back to the schedule, at the current index
-    assert opt.reinforce_prob() == pytest.approx(1 - 1 / math.sqrt(7))
+    assert opt.reinforcement() == pytest.approx(1 - 1 / math.sqrt(7))
 
 
 def test_lr_override_takes_effect() -> None:
@@ -243,7 +242,7 @@ def test_param_groups_have_their_own_reinforcement() -> None:
     a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
     groups: list[dict[str, Any]] = [{"params": [a]}, {"params": [b], "reinforcement": 0.25}]
     opt = RSGD(groups, reinforcement=0.75)
-    assert [g["reinforce_prob"] for g in opt.param_groups] == [0.75, 0.25]
+    assert [opt.reinforcement(i) for i in range(2)] == [0.75, 0.25]
     for bad in ({"reinforcement": 3.0}, {"lr": -1.0}, {"weight_decay": -1.0}):
         with pytest.raises(ValueError):
             opt.add_param_group({"params": [nn.Parameter(torch.zeros(1))], **bad})

@@ -62,12 +62,11 @@ class RSGD(SeededOptimizer):
     does for ``lr``:
 
     - ``lr``, ``weight_decay``, ``maximize``: as in :class:`torch.optim.SGD`.
-    - ``reinforcement``: the float or schedule given. **A controller overrides Γ by writing a float
-      into** ``group["reinforcement"]``; the next step uses it (and keeps using it until the entry is
-      changed again; writing a schedule back resumes the schedule at the current update index).
-    - ``reinforce_prob``: the Γ the most recent ``step()`` used for this group (before the first
-      step: the Γ the first step will use). A controller reads the current Γ here;
-      :meth:`reinforce_prob` gives the Γ the *next* step will use.
+    - ``reinforcement``: Γ, the reinforcement probability — the float or schedule given. **A
+      controller overrides Γ by writing a float into** ``group["reinforcement"]``; the next step
+      uses it (and keeps using it until the entry is changed again; writing a schedule back resumes
+      the schedule at the current update index). :meth:`reinforcement` gives the Γ the next step
+      will use, whichever of the two the group holds.
 
     Per-parameter state: ``state[p]["reinforced_grad"]`` (:math:`\tilde g_t`) and ``state[p]["step"]``
     (an ``int``, the update index t of the last update of ``p``).
@@ -119,7 +118,7 @@ class RSGD(SeededOptimizer):
         super().__init__(params, defaults, seed)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group (validated) and set its ``reinforce_prob`` to the Γ of its first update."""
+        """Add a param group, validated (Γ of its first update must lie in [0, 1])."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -130,7 +129,7 @@ class RSGD(SeededOptimizer):
             reinforcement = group["reinforcement"]
             if not isinstance(reinforcement, int | float) and not callable(reinforcement):
                 raise TypeError(f"reinforcement must be a float or a schedule, got {type(reinforcement)}")
-            group["reinforce_prob"] = _gamma(reinforcement, self._next_step(group))
+            _gamma(reinforcement, self._next_step(group))
         except (TypeError, ValueError):
             self.param_groups.pop()  # leave the optimizer as it was
             raise
@@ -138,12 +137,9 @@ class RSGD(SeededOptimizer):
     def _next_step(self, group: dict[str, Any]) -> int:
         return 1 + max((self.state[p].get("step", 0) for p in group["params"]), default=0)
 
-    def reinforce_prob(self, group_index: int = 0) -> float:
-        """Γ that the next :meth:`step` will use for ``param_groups[group_index]``.
-
-        The group's ``reinforcement`` evaluated at the next update index; for a constant this equals
-        ``group["reinforce_prob"]``, which records the Γ of the last step.
-        """
+    def reinforcement(self, group_index: int = 0) -> float:
+        """Γ that the next :meth:`step` will use for ``param_groups[group_index]``: the group's
+        ``reinforcement``, evaluated at the next update index when it is a schedule."""
         group = self.param_groups[group_index]
         return _gamma(group["reinforcement"], self._next_step(group))
 
@@ -230,6 +226,5 @@ class RSGD(SeededOptimizer):
                     ).lt_(prob)
                     buf.mul_(keep).add_(grad)
                 p.add_(buf, alpha=-lr)
-            group["reinforce_prob"] = group_probs[max(group_probs)]
 
         return loss
