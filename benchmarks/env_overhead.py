@@ -77,13 +77,8 @@ def bare_loop(env_config: EnvConfig, train_x: torch.Tensor, train_y: torch.Tenso
 
 
 def endless_env() -> gym.Env:
-    """LRControl-v0 that never ends on its own (no time limit, no score cut-off)."""
-    return gym.make(
-        "rlopt/LRControl-v0",
-        max_episode_steps=ENDLESS,
-        episode_steps=ENDLESS,
-        rewards=RewardConfig(score_floor=None, horizon=ENDLESS),
-    )
+    """LRControl-v0 that never ends on its own (no episode length within reach, no score cut-off)."""
+    return gym.make("rlopt/LRControl-v0", episode_steps=ENDLESS, rewards=RewardConfig(score_floor=None))
 
 
 def single_process(settings: Settings) -> dict[str, Any]:

@@ -143,8 +143,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     *Terminated*: a hyperparameter left its bounds, or the loss/parameters became NaN/inf.
     *Truncated*: after ``episode_steps`` training steps (250 by default; the env truncates itself,
     so ``gym.make(..., episode_steps=100)`` ends episodes at 100 and scores validation there), or when
-    the summed reward falls below ``score_floor`` (Algorithm 1's ``score < score_0``; the score is not part of the state,
-    so treating it as terminal would teach the agent that ending an episode stops the penalties).
+    the summed reward falls below ``score_floor`` (Algorithm 1's ``score < score_0``; the score is not
+    part of the state, so treating it as terminal would teach the agent that ending an episode stops the penalties).
 
     ## Info
 
@@ -211,7 +211,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             if self._fixed_init is None:
                 initial = build_seeded_model(cfg.model, model_seed).state_dict()
                 self._fixed_init = {k: v.clone() for k, v in initial.items()}
-            model = build_model(cfg.model)  # type: ignore[arg-type]
+            model = build_model(cfg.model)
             model.load_state_dict(self._fixed_init)
         else:
             base, span = (SELECTION_SEED_BASE, SELECTION_SEED_RANGE) if cfg.held_out else (0, TRAIN_SEED_RANGE)

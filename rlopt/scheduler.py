@@ -304,7 +304,7 @@ class LearnedScheduler(LRScheduler):
             observation = observation.detach().cpu().numpy()
         return self._greedy(np.asarray(observation, dtype=np.float32).reshape(-1))
 
-    def step(self, loss: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
+    def step(self, loss: float | torch.Tensor | None = None) -> None:
         """Observe the optimizer step just taken (with its mini-batch ``loss``) and act.
 
         Raises ``TypeError`` without a loss and ``RuntimeError`` if no ``optimizer.step()`` ran since

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import fake_image_data
 
-from rlopt.data import ImageData, fake_image_data
+from rlopt.data import ImageData
 
 
 @pytest.fixture(autouse=True)

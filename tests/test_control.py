@@ -253,7 +253,7 @@ def test_a_dropped_controller_no_longer_measures_steps() -> None:
     import gc
     import weakref
 
-    p, opt = sgd_on([1.0])
+    _, opt = sgd_on([1.0])
     ctrl = Controller(opt)
     ref = weakref.ref(ctrl)
     del ctrl

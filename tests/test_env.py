@@ -55,7 +55,7 @@ def test_episode_steps_sets_the_length_the_horizon_and_the_validation_step(
     obs, _ = env.reset(seed=0)
     assert obs[FEATURE_NAMES.index("step")] == pytest.approx(1 / episode_steps)
     for t in range(1, episode_steps + 1):
-        obs, reward, terminated, truncated, info = env.step(1)
+        obs, _, terminated, truncated, info = env.step(1)
         assert not terminated
         assert truncated == (t == episode_steps)
         assert ("val_loss" in info) == (t == episode_steps)  # validation is scored once, at the end
@@ -63,7 +63,8 @@ def test_episode_steps_sets_the_length_the_horizon_and_the_validation_step(
     # the rewards' "steps saved" count to the same horizon: a threshold reward at the end earns the base
     from rlopt.rewards import RewardConfig, progress_bonus
 
-    assert progress_bonus(RewardConfig().threshold_reward, episode_steps, episode_steps) == RewardConfig().threshold_reward
+    base = RewardConfig().threshold_reward
+    assert progress_bonus(base, episode_steps, episode_steps) == base
 
 
 def rollout(env: gym.Env, seed: int, actions: list[int]) -> tuple[np.ndarray, list[float], list[dict]]:

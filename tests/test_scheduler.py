@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
-
-from rlopt import RSGD, LearnedScheduler, PolicyFileError
-import numpy as np
 from torch.optim.lr_scheduler import LRScheduler
 
+from rlopt import RSGD, LearnedScheduler, PolicyFileError
 from rlopt.control import FEATURE_NAMES, ActionSpec, ObservationSpec
 from rlopt.models import MLP
 from rlopt.scheduler import POLICY_VERSION, GreedyQ, Policy, build_q_network, load_policy, save_policy

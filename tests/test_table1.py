@@ -9,8 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from rlopt.data import fake_image_data
+from helpers import fake_image_data
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "rsgd_table1.py"
 
