@@ -17,7 +17,12 @@ ENV_IDS: dict[str, str] = {
     "rsgd": "rlopt/RSGDControl-v0",
     "lr+rsgd": "rlopt/LRRSGDControl-v0",
 }
-_OPTIMIZER_OF_MODE = {"lr": "sgd", "rsgd": "rsgd", "lr+rsgd": "rsgd"}
+#: Γ control needs R-SGD; lr control runs the task's optimizer
+_KWARGS_OF_MODE: dict[str, dict[str, str]] = {
+    "lr": {"control": "lr"},
+    "rsgd": {"control": "rsgd", "optimizer": "rsgd"},
+    "lr+rsgd": {"control": "lr+rsgd", "optimizer": "rsgd"},
+}
 
 
 def env_id_for(control: str) -> str:
@@ -35,5 +40,5 @@ for _mode, _env_id in ENV_IDS.items():
         register(
             id=_env_id,
             entry_point="envs.hyperparam_env:HyperparamControlEnv",
-            kwargs={"control": _mode, "optimizer": _OPTIMIZER_OF_MODE[_mode]},
+            kwargs=_KWARGS_OF_MODE[_mode],
         )

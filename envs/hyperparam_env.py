@@ -15,9 +15,9 @@ from gymnasium import spaces
 
 from rlopt.control import ActionSpec, Controller, ControlMode, ObservationSpec
 from rlopt.data import ImageData, TaskSplits, load_dataset, task_splits
-from rlopt.models import ModelName, build_model, loss_function
+from rlopt.models import MODEL_NAMES, ModelName, build_model, loss_function
 from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
-from rlopt.tasks import OptimizerName, TaskSize
+from rlopt.tasks import DEFAULT_TASK, DatasetVariant, OptimizerName, Task, TaskSize, derive_dataset, get_task
 from rlopt.training import (
     OPTIMIZER_PRESETS,
     SELECTION_SEED_BASE,
@@ -36,15 +36,17 @@ class EnvConfig:
 
     Attributes:
         control: ``"lr"``, ``"rsgd"`` or ``"lr+rsgd"`` — what the actions change.
-        optimizer: ``"sgd"``, ``"adam"`` or ``"rsgd"``.
+        task: the training task (:data:`rlopt.tasks.TASKS`): dataset variant, model, batch size and
+            optimizer; ``optimizer``, ``batch_size`` and ``model`` override its values when given.
+        optimizer: ``"sgd"``, ``"adam"`` or ``"rsgd"``; ``None`` takes the task's.
         start: ``"fixed"`` — the same initial network and batch order every episode (§4.3);
             ``"random"`` — new ones drawn from ``np_random`` each episode (§4.4).
         episode_steps: training steps per episode (250): the env truncates there, and it is the
             ``horizon`` of the ``step`` feature and of the rewards' "steps saved".
-        batch_size: mini-batch size (32).
-        train_size: MNIST training images the CNN learns from (8000).
-        validation_size: held-out images (from MNIST's validation split) evaluated at episode end.
-        model: ``"cnn"`` (Zhu et al.'s 28,938-parameter CNN) or ``"mlp"``/``"mlp-relu"``.
+        batch_size: mini-batch size; ``None`` takes the task's (32 for Zhu et al.'s).
+        train_size: training images the network learns from (8000).
+        validation_size: held-out images (from the dataset's validation split) evaluated at episode end.
+        model: :data:`rlopt.models.MODEL_NAMES`; ``None`` takes the task's (Zhu et al.'s CNN).
         lr_init: starting learning rate; ``None`` takes the optimizer's preset (SGD/R-SGD 0.1). It
             must lie within the lr bounds.
         lr_bounds: allowed learning rates; ``None`` takes the optimizer's preset ([0.001, 0.5] for SGD).
@@ -52,19 +54,21 @@ class EnvConfig:
         fixed_seed: seed of the network initialisation and batch order in the ``fixed`` start mode.
         held_out: draw random start points from the model-selection seed range (evaluation during
             training), which neither training nor evaluate.py's held-out seeds use.
-        data_dir: a directory holding an IDX dataset to use instead of MNIST (``None``: MNIST).
+        data_dir: a directory holding an IDX dataset to use instead of MNIST (``None``: MNIST); the
+            task's dataset variant is derived from it.
         data_seed: which training/validation images are drawn from the dataset.
         rewards: reward magnitudes (:class:`rlopt.rewards.RewardConfig`).
     """
 
     control: ControlMode = "lr"
-    optimizer: OptimizerName = "sgd"
+    task: str = DEFAULT_TASK
+    optimizer: OptimizerName | None = None
     start: str = "fixed"
     episode_steps: int = TaskSize.episode_steps
-    batch_size: int = TaskSize.batch_size
+    batch_size: int | None = None
     train_size: int = TaskSize.train_size
     validation_size: int = TaskSize.validation_size
-    model: ModelName = "cnn"
+    model: ModelName | None = None
     lr_init: float | None = None
     lr_bounds: tuple[float, float] | None = None
     reinforcement_init: float = ActionSpec.reinforcement_init
@@ -77,24 +81,34 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.start not in ("fixed", "random"):
             raise ValueError(f"start must be 'fixed' or 'random', got {self.start!r}")
-        if self.optimizer not in OPTIMIZER_PRESETS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_PRESETS)}, got {self.optimizer!r}")
-        if self.control != "lr" and self.optimizer != "rsgd":
-            raise ValueError(f"control {self.control!r} needs optimizer 'rsgd', got {self.optimizer!r}")
-        TaskSize(self.train_size, self.validation_size, self.batch_size, self.episode_steps)  # validates them
+        task = self.task_spec  # raises for an unknown task
+        if task.optimizer not in OPTIMIZER_PRESETS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_PRESETS)}, got {task.optimizer!r}")
+        if task.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {MODEL_NAMES}, got {task.model!r}")
+        if self.control != "lr" and task.optimizer != "rsgd":
+            raise ValueError(f"control {self.control!r} needs optimizer 'rsgd', got {task.optimizer!r}")
+        TaskSize(self.train_size, self.validation_size, task.batch_size, self.episode_steps)  # validates them
         lo, hi = self.action_spec().lr_bounds
         if self.control != "rsgd" and not lo <= self.initial_lr <= hi:
             raise ValueError(f"lr_init {self.initial_lr:g} lies outside the lr bounds [{lo:g}, {hi:g}]")
 
     @property
+    def task_spec(self) -> Task:
+        """The task as this configuration trains it: the registry's, with the given overrides."""
+        task = get_task(self.task)
+        overrides = {"optimizer": self.optimizer, "batch_size": self.batch_size, "model": self.model}
+        return replace(task, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
     def initial_lr(self) -> float:
-        return OPTIMIZER_PRESETS[self.optimizer].lr if self.lr_init is None else self.lr_init
+        return OPTIMIZER_PRESETS[self.task_spec.optimizer].lr if self.lr_init is None else self.lr_init
 
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(loss_window=self.rewards.loss_window, horizon=self.episode_steps)
 
     def action_spec(self) -> ActionSpec:
-        bounds = OPTIMIZER_PRESETS[self.optimizer].lr_bounds if self.lr_bounds is None else self.lr_bounds
+        bounds = OPTIMIZER_PRESETS[self.task_spec.optimizer].lr_bounds if self.lr_bounds is None else self.lr_bounds
         return ActionSpec(mode=self.control, lr_bounds=bounds, reinforcement_init=self.reinforcement_init)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,10 +116,11 @@ class EnvConfig:
 
 
 @functools.lru_cache(maxsize=4)
-def _task_data(data_dir: str | None, train_size: int, validation_size: int, batch_size: int,
-               data_seed: int) -> TaskSplits:
+def _task_data(data_dir: str | None, dataset: DatasetVariant, train_size: int, validation_size: int,
+               batch_size: int, data_seed: int) -> TaskSplits:
     """The training/validation images of one process, loaded once however many episodes or envs."""
-    return task_splits(load_dataset(data_dir), train_size, validation_size, seed=data_seed, batch_size=batch_size)
+    data = derive_dataset(load_dataset(data_dir), dataset)
+    return task_splits(data, train_size, validation_size, seed=data_seed, batch_size=batch_size)
 
 
 class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
@@ -175,7 +190,9 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         self.device = resolve_device(device)
         cfg = self.config
         if data is None:
-            task = _task_data(cfg.data_dir, cfg.train_size, cfg.validation_size, cfg.batch_size, cfg.data_seed)
+            spec = cfg.task_spec
+            task = _task_data(cfg.data_dir, spec.dataset, cfg.train_size, cfg.validation_size, spec.batch_size,
+                              cfg.data_seed)
             train, validation = task.train, task.validation
         else:
             train, validation = data.train, data.test
@@ -183,6 +200,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         self._train_y = train.labels.to(self.device)
         self._val_x = validation.float_images().to(self.device)
         self._val_y = validation.labels.to(self.device)
+        self._task = cfg.task_spec
         self._obs_spec = self.config.observation_spec()
         self._action_spec = self.config.action_spec()
         self.observation_space = spaces.Box(
@@ -206,25 +224,26 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         cfg = self.config
+        task = self._task
         if cfg.start == "fixed":
             model_seed = batch_seed = cfg.fixed_seed
             if self._fixed_init is None:
-                initial = build_seeded_model(cfg.model, model_seed).state_dict()
+                initial = build_seeded_model(task.model, model_seed).state_dict()
                 self._fixed_init = {k: v.clone() for k, v in initial.items()}
-            model = build_model(cfg.model)
+            model = build_model(task.model)
             model.load_state_dict(self._fixed_init)
         else:
             base, span = (SELECTION_SEED_BASE, SELECTION_SEED_RANGE) if cfg.held_out else (0, TRAIN_SEED_RANGE)
             model_seed, batch_seed = (base + int(s) for s in self.np_random.integers(0, span, 2))
-            model = build_seeded_model(cfg.model, model_seed)
+            model = build_seeded_model(task.model, model_seed)
         model.to(self.device)
-        optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.initial_lr, seed=batch_seed)
+        optimizer = make_optimizer(task.optimizer, model.parameters(), cfg.initial_lr, seed=batch_seed)
         if self._controller is not None:
             self._controller.remove_hooks()  # the previous episode's optimizer is dropped
         self._controller = Controller(optimizer, self._obs_spec, self._action_spec)
         self._trainer = Trainer(
             model, optimizer, self._train_x, self._train_y,
-            batch_size=cfg.batch_size, seed=batch_seed, device=self.device, loss_fn=loss_function(cfg.model),
+            batch_size=task.batch_size, seed=batch_seed, device=self.device, loss_fn=loss_function(task.model),
         )
         self._score = 0.0
         self._steps = 0

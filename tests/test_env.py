@@ -7,6 +7,7 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -213,3 +214,28 @@ def test_action_outside_the_space_is_refused_and_changes_nothing(bad: int, tiny_
     after = env.step(1)[4]
     assert after["step"] == before["step"] + 1  # the refused action trained nothing
     assert after["lr"] == before["lr"]
+
+
+@pytest.mark.parametrize("task", ["mnist-cnn-adam", "mnist-cnn-wide", "mnist-mlp", "mnist-cnn-b128"])
+def test_a_task_selects_model_optimizer_and_batch_size(task: str, tiny_data: ImageData) -> None:
+    from rlopt.models import MLP, ShallowCNN, quadratic_error
+    from rlopt.tasks import get_task
+
+    env = gym.make(ENV_IDS["lr"], data=tiny_data, task=task)
+    env.reset(seed=0)
+    inner = env.unwrapped
+    spec = get_task(task)
+    trainer = inner._trainer
+    assert type(trainer.optimizer).__name__.lower() == spec.optimizer
+    assert trainer.batch_size == spec.batch_size
+    assert isinstance(trainer.model, ShallowCNN if spec.model.startswith("cnn") else MLP)
+    assert (trainer.loss_fn is quadratic_error) == (spec.model == "mlp")
+    assert env.step(1)[4]["lr"] == pytest.approx(0.001 if spec.optimizer == "adam" else 0.1)
+
+
+def test_explicit_fields_override_the_task(tiny_data: ImageData) -> None:
+    env = HyperparamControlEnv(data=tiny_data, task="mnist-cnn-adam", optimizer="sgd", batch_size=16)
+    env.reset(seed=0)
+    assert isinstance(env._trainer.optimizer, torch.optim.SGD) and env._trainer.batch_size == 16
+    with pytest.raises(ValueError, match="unknown task"):
+        HyperparamControlEnv(data=tiny_data, task="imagenet-resnet")
