@@ -97,8 +97,12 @@ class EnvConfig:
     def task_spec(self) -> Task:
         """The task as this configuration trains it: the registry's, with the given overrides."""
         task = get_task(self.task)
-        overrides = {"optimizer": self.optimizer, "batch_size": self.batch_size, "model": self.model}
-        return replace(task, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(
+            task,
+            optimizer=task.optimizer if self.optimizer is None else self.optimizer,
+            batch_size=task.batch_size if self.batch_size is None else self.batch_size,
+            model=task.model if self.model is None else self.model,
+        )
 
     @property
     def initial_lr(self) -> float:

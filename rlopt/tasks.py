@@ -126,7 +126,7 @@ class Task:
 
 def _task(dataset: DatasetVariant, model: ModelName, batch_size: int, optimizer: OptimizerName,
           split: TaskSplit, description: str) -> Task:
-    parts = [dataset, model]
+    parts: list[str] = [dataset, model]
     if batch_size != TaskSize.batch_size:
         parts.append(f"b{batch_size}")
     if optimizer != "sgd":
