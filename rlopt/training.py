@@ -67,12 +67,15 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when available; an explicit ``"cuda"`` without CUDA is a clear error."""
+    """``"auto"`` picks CUDA when available; an explicit ``"cuda"`` or ``"mps"`` that this machine
+    lacks is a one-line ``RuntimeError``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but torch.cuda.is_available() is False")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch.backends.mps.is_available() is False")
     return resolved
 
 

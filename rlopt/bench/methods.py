@@ -1,7 +1,7 @@
-"""The methods ``evaluate.py`` compares: hand-set baselines and exported learned schedulers.
+"""The methods the benchmark compares: hand-set baselines and exported learned schedulers.
 
 A :class:`Method` is a name and a ``build(model, context) -> (optimizer, hook)`` factory. The
-evaluation builds a fresh optimizer for every run and calls ``hook(loss)`` after each
+benchmark builds a fresh optimizer for every run and calls ``hook(loss)`` after each
 ``optimizer.step()`` with that step's mini-batch loss; the hook is where a scheduler steps.
 
 =====================  ============================================================================
@@ -12,55 +12,46 @@ name                   method (numbers from :class:`BaselineSettings`)
 ``momentum``           SGD with momentum 0.9, lr 0.01: the effective step lr/(1 − μ) = 0.1 of ``sgd``
 ``nesterov-adaptive``  SGD ``nesterov=True`` with ρ_t = Γ(t) = 1 − 1/√t (R-SGD paper Eq. (7)), lr 0.01
 ``rsgd``               :class:`rlopt.optim.RSGD` with its paper schedules: Γ(t) = 1 − 1/√t and the
-                       per-epoch decay :class:`rlopt.schedules.PaperLRDecay`; lr 0.01 (see below)
+                       per-epoch decay :class:`rlopt.schedules.PaperLRDecay`; lr 0.01
 ``cosine``             SGD 0.1 + ``torch.optim.lr_scheduler.CosineAnnealingLR`` over the run's steps
 ``plateau``            SGD 0.1 + ``torch.optim.lr_scheduler.ReduceLROnPlateau`` stepped every step
                        with the smoothed training loss; patience 100 steps, factor 0.5
-``policy:PATH``        a ``.rlopt`` learned scheduler on the optimizer its metadata names
+``policy:PATH``        a ``.rlopt`` learned scheduler (:class:`rlopt.LearnedScheduler`) on the
+                       optimizer and starting rate the policy file declares
 =====================  ============================================================================
 
-Why lr 0.01 for the momentum methods and R-SGD on the 3-layer CNN (measured on real MNIST, 8000
-training images, batch 32, one held-out seed, smoothed loss after 200/400/.../1000 steps):
-
-- SGD + momentum 0.9 at lr 0.1 (effective step 1.0) stalls at a smoothed loss of 0.28; at lr 0.01 it
-  tracks plain SGD at 0.1 (0.24, 0.16, 0.085, 0.082, 0.068).
-- Nesterov with ρ_t = Γ(t) → 1 at lr 0.1 diverges to the chance loss (~1.0 after 400 steps); at
-  0.01 it tracks SGD.
-- R-SGD with Γ(t) = 1 − 1/√t has E[g̃_t] like momentum ρ_t = Γ(t), an effective step growing like
-  lr·√t. At lr 0.1 the loss sits at chance (2.34) from step 400 on, at 0.03 it rises again after
-  ~600 steps; at 0.01 it trains (0.27, 0.16, 0.099, ...) and over 2000 steps wanders between 0.06
-  and 0.13. The paper's lr 0.8 is for its sigmoid MLP with quadratic error; its floor
-  η_min = 0.02 is scaled by the same 0.01/0.8 (to 2.5e-4), else the floor would *raise* the rate.
+Why lr 0.01 for the momentum methods and R-SGD on the CNN: see ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
 
-from rlopt.control import check_optimizer_supports, ema_update
+from rlopt.control import ObservationSpec, ema_update
 from rlopt.optim import RSGD
 from rlopt.scheduler import LearnedScheduler, PolicyFileError, load_policy
 from rlopt.schedules import PaperLRDecay, PowerReinforcement, make_momentum_sgd
-from rlopt.training import OPTIMIZER_PRESETS, make_optimizer
+from rlopt.training import make_optimizer
 
 __all__ = [
     "BASELINE_NAMES",
     "POLICY_PREFIX",
+    "BaselineName",
     "BaselineSettings",
     "Hook",
-    "LossEMA",
     "Method",
     "RunContext",
     "baseline",
+    "parse_baseline_names",
     "policy_method",
     "resolve_method",
 ]
@@ -68,45 +59,64 @@ __all__ = [
 #: called after every ``optimizer.step()`` with that step's mini-batch loss (its return is ignored)
 Hook = Callable[[float], object]
 
-#: the baselines ``evaluate.py`` runs by default, in table order
-BASELINE_NAMES: tuple[str, ...] = ("adam", "sgd", "momentum", "nesterov-adaptive", "rsgd", "cosine", "plateau")
+#: the baselines, in table order
+BaselineName = Literal["adam", "sgd", "momentum", "nesterov-adaptive", "rsgd", "cosine", "plateau"]
+#: every baseline; the benchmark runs all of them by default
+BASELINE_NAMES: tuple[BaselineName, ...] = get_args(BaselineName)
 
 #: ``policy:PATH`` names a learned scheduler
 POLICY_PREFIX = "policy:"
 
+#: the word that selects no baseline in :func:`parse_baseline_names`
+NO_BASELINES = "none"
+
 
 @dataclass(frozen=True)
 class BaselineSettings:
-    """Every number of the baseline methods (module docstring: why these values)."""
+    """Every number of the baseline methods (docs/benchmarks.md: why these values)."""
 
     adam_lr: float = 1e-3
     """Adam's step size (Zhu et al.'s Adam baseline; torch's default)."""
     sgd_lr: float = 0.1
-    """learning rate of ``sgd``, ``cosine`` (its starting rate) and ``plateau`` (its starting rate)."""
+    """learning rate of sgd, cosine (its starting rate) and plateau (its starting rate)."""
     momentum: float = 0.9
-    """heavy-ball momentum μ of ``momentum``."""
+    """heavy-ball momentum μ of momentum."""
     momentum_lr: float = 0.01
-    """lr of ``momentum``: lr/(1 − μ) = 0.1 matches ``sgd``'s step; lr 0.1 stalls (loss 0.28)."""
+    """lr of momentum: lr/(1 − μ) = 0.1 matches sgd's effective step."""
     nesterov_lr: float = 0.01
-    """lr of ``nesterov-adaptive`` (ρ_t = Γ(t) → 1); lr 0.1 diverges on the CNN."""
+    """lr of nesterov-adaptive (ρ_t = Γ(t) → 1, so the effective step keeps growing)."""
     rsgd_lr: float = 0.01
-    """R-SGD's η0 on the CNN; the paper's 0.8 is for its MLP, 0.1 and 0.03 diverge here."""
+    """R-SGD's η0 on the CNN; the paper's 0.8 is for its sigmoid MLP with quadratic error."""
     rsgd_decay_beta: float = 0.999
     """β of the paper's per-epoch decay η_n = η_{n-1}·β^n (Algorithm 1)."""
     rsgd_min_lr: float = 2.5e-4
-    """floor of that decay: the paper's η_min/η0 = 0.02/0.8 times ``rsgd_lr``."""
+    """floor of that decay: the paper's η_min/η0 = 0.02/0.8 times rsgd_lr."""
     cosine_eta_min: float = 0.0
-    """the rate ``CosineAnnealingLR`` reaches at the last step (T_max = the run's steps)."""
+    """the rate CosineAnnealingLR reaches at the last step (T_max = the run's steps)."""
     plateau_factor: float = 0.5
-    """``ReduceLROnPlateau``: the lr is multiplied by this on a plateau."""
+    """ReduceLROnPlateau: the lr is multiplied by this on a plateau."""
     plateau_patience: int = 100
-    """``ReduceLROnPlateau``: steps (not epochs: it is stepped every step) without improvement."""
+    """ReduceLROnPlateau: steps (not epochs: it is stepped every step) without improvement."""
     plateau_threshold: float = 0.01
-    """``ReduceLROnPlateau``: an improvement is a smoothed loss below (1 − this) × the best so far."""
+    """ReduceLROnPlateau: an improvement is a smoothed loss below (1 − this) × the best so far."""
     plateau_min_lr: float = 1e-3
-    """``ReduceLROnPlateau``: lowest rate (the lower lr bound of Zhu et al. §4.1)."""
-    plateau_smoothing: float = 0.9
-    """EMA constant β of the loss ``ReduceLROnPlateau`` watches (the evaluation's threshold EMA)."""
+    """ReduceLROnPlateau: lowest rate (the lower lr bound of Zhu et al. §4.1)."""
+    plateau_smoothing: float = ObservationSpec.loss_smoothing
+    """EMA constant β of the loss ReduceLROnPlateau watches (the controller's loss smoothing)."""
+
+    def __post_init__(self) -> None:
+        rates = ("adam_lr", "sgd_lr", "momentum_lr", "nesterov_lr", "rsgd_lr")
+        for name in rates:
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a positive finite rate, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 < self.rsgd_decay_beta <= 1 or self.rsgd_min_lr < 0 or self.cosine_eta_min < 0:
+            raise ValueError("rsgd_decay_beta must be in (0, 1], rsgd_min_lr and cosine_eta_min >= 0")
+        if not 0 < self.plateau_factor < 1 or self.plateau_patience < 0 or self.plateau_threshold < 0:
+            raise ValueError("plateau_factor must be in (0, 1), plateau_patience and plateau_threshold >= 0")
+        if self.plateau_min_lr < 0 or not 0 <= self.plateau_smoothing < 1:
+            raise ValueError("plateau_min_lr must be >= 0 and plateau_smoothing in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -133,21 +143,6 @@ class Method:
     """one line for results.json and the table's legend."""
     build: Callable[[nn.Module, RunContext], tuple[torch.optim.Optimizer, Hook]]
     """the factory, called once per run with a freshly initialised model."""
-
-
-class LossEMA:
-    """Exponential moving average s_t = β·s_{t−1} + (1 − β)·ℓ_t, started at s_1 = ℓ_1 (no bias)."""
-
-    def __init__(self, beta: float) -> None:
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"the EMA constant must be in [0, 1), got {beta}")
-        self.beta = beta
-        self.value: float | None = None
-
-    def update(self, loss: float) -> float:
-        """Add one loss and return the new average."""
-        self.value = ema_update(self.value, loss, self.beta)
-        return self.value
 
 
 def _no_hook(loss: float) -> None:
@@ -231,11 +226,13 @@ def _plateau(settings: BaselineSettings) -> Method:
             threshold_mode="rel",
             min_lr=settings.plateau_min_lr,
         )
-        smoothed = LossEMA(settings.plateau_smoothing)
+        smoothed: float | None = None
 
         def hook(loss: float) -> None:
+            nonlocal smoothed
             if math.isfinite(loss):
-                schedule.step(smoothed.update(loss))
+                smoothed = ema_update(smoothed, loss, settings.plateau_smoothing)
+                schedule.step(smoothed)
 
         return optimizer, hook
 
@@ -255,60 +252,62 @@ _BASELINES: dict[str, Callable[[BaselineSettings], Method]] = {
     "cosine": _cosine,
     "plateau": _plateau,
 }
+assert tuple(_BASELINES) == BASELINE_NAMES
+
+
+def _unknown_baseline(name: str) -> ValueError:
+    return ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_NAMES)}")
+
+
+def parse_baseline_names(values: Sequence[str]) -> tuple[BaselineName, ...]:
+    """Baseline names from command-line words: each word may list several, comma-separated;
+    ``none`` (alone) selects no baseline. Unknown names raise ``ValueError``."""
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    chosen: list[BaselineName] = []
+    for name in names:
+        if name == NO_BASELINES:
+            continue
+        if name not in _BASELINES:
+            raise _unknown_baseline(name)
+        chosen.append(name)  # type: ignore[arg-type]  # checked just above
+    return tuple(chosen)
 
 
 def baseline(name: str, settings: BaselineSettings | None = None) -> Method:
     """The baseline called ``name`` (one of :data:`BASELINE_NAMES`)."""
     if name not in _BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_NAMES)}")
+        raise _unknown_baseline(name)
     return _BASELINES[name](settings or BaselineSettings())
 
 
-def _policy_optimizer(path: Path, metadata: dict[str, Any]) -> tuple[str, float | None]:
-    """The optimizer a policy was trained on (``train_config.optimizer``, default sgd) and its start lr.
+def policy_method(path: str | os.PathLike[str]) -> Method:
+    """A learned scheduler read from ``path``, on the optimizer and starting rate its file declares.
 
-    The start lr is ``env_config.lr_init`` when the policy recorded one, else the optimizer's preset
-    (what the training environment started every episode from).
-    """
-    train_config = metadata.get("train_config") or {}
-    env_config = metadata.get("env_config") or {}
-    name = train_config.get("optimizer", "sgd") if isinstance(train_config, dict) else "sgd"
-    if name not in OPTIMIZER_PRESETS:
-        raise PolicyFileError(
-            f"{path}: its metadata names optimizer {name!r}; this rlopt has {sorted(OPTIMIZER_PRESETS)}"
-        )
-    lr_init = env_config.get("lr_init") if isinstance(env_config, dict) else None
-    return str(name), None if lr_init is None else float(lr_init)
-
-
-def policy_method(path: str | Path) -> Method:
-    """A learned scheduler read from ``path``, on the optimizer named in its metadata.
-
-    The file is read and checked here, once, so a corrupt file or a policy whose action mode its
-    optimizer cannot take (an ``rsgd`` policy whose metadata says ``sgd``) fails before any training
-    with :class:`rlopt.scheduler.PolicyFileError`. The greedy Q-network has no state, so every run
+    The file is read and checked here, once: a corrupt file, or a policy whose actions its declared
+    optimizer cannot take (an ``rsgd`` policy declared for ``sgd``), fails before any training with
+    :class:`rlopt.scheduler.PolicyFileError`. The loaded policy has no per-run state, so every run
     shares it; each run gets its own :class:`rlopt.LearnedScheduler` (observation history).
     """
     name = f"{POLICY_PREFIX}{os.fspath(path)}"  # the path as the user wrote it
     path = Path(path)
-    q_network, observation, actions, metadata = load_policy(path)
-    optimizer_name, lr_init = _policy_optimizer(path, metadata)
-    probe = make_optimizer(optimizer_name, [torch.zeros(1, requires_grad=True)], lr_init)
+    policy = load_policy(path)
+    probe = make_optimizer(policy.optimizer, [torch.zeros(1, requires_grad=True)], policy.initial_lr)
     try:
-        check_optimizer_supports(probe, actions.mode)
+        LearnedScheduler(probe, policy)
     except ValueError as exc:
+        message = " ".join(str(exc).split())
         raise PolicyFileError(
-            f"{path}: a {actions.mode!r} policy cannot drive {type(probe).__name__} (its metadata "
-            f"says train_config.optimizer={optimizer_name!r}): {exc}"
+            f"{path}: a {policy.actions.mode!r} policy cannot drive {type(probe).__name__} (the optimizer "
+            f"the file declares, {policy.optimizer!r}, at lr {policy.initial_lr:g}): {message}"
         ) from exc
 
     def build(model: nn.Module, context: RunContext) -> tuple[torch.optim.Optimizer, Hook]:
-        optimizer = make_optimizer(optimizer_name, model.parameters(), lr_init, seed=context.seed)
-        scheduler = LearnedScheduler(optimizer, q_network, observation, actions, metadata=metadata)
-        return optimizer, scheduler.step
+        optimizer = make_optimizer(policy.optimizer, model.parameters(), policy.initial_lr, seed=context.seed)
+        return optimizer, LearnedScheduler(optimizer, policy).step
 
-    start = OPTIMIZER_PRESETS[optimizer_name].lr if lr_init is None else lr_init
-    description = f"learned scheduler ({actions.mode} mode) on {optimizer_name} lr {start:g} from {path}"
+    description = (
+        f"learned scheduler ({policy.actions.mode} mode) on {policy.optimizer} lr {policy.initial_lr:g} from {path}"
+    )
     return Method(name, "policy", description, build)
 
 
