@@ -17,7 +17,17 @@ from rlopt.control import ActionSpec, Controller, ControlMode, ObservationSpec
 from rlopt.data import ImageData, TaskSplits, load_dataset, task_splits
 from rlopt.models import MODEL_NAMES, ModelName, build_model, loss_function
 from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
-from rlopt.tasks import DEFAULT_TASK, DatasetVariant, OptimizerName, Task, TaskSize, derive_dataset, get_task
+from rlopt.tasks import (
+    DEFAULT_TASK,
+    TASK_SPLITS,
+    DatasetVariant,
+    OptimizerName,
+    Task,
+    TaskSize,
+    derive_dataset,
+    get_task,
+    tasks_in,
+)
 from rlopt.training import (
     OPTIMIZER_PRESETS,
     SELECTION_SEED_BASE,
@@ -38,17 +48,24 @@ class EnvConfig:
         control: ``"lr"``, ``"rsgd"`` or ``"lr+rsgd"`` — what the actions change.
         task: the training task (:data:`rlopt.tasks.TASKS`): dataset variant, model, batch size and
             optimizer; ``optimizer``, ``batch_size`` and ``model`` override its values when given.
+            Several comma-separated names, or a split name (``train``), make a pool: every episode
+            draws one of them from ``np_random``.
         optimizer: ``"sgd"``, ``"adam"`` or ``"rsgd"``; ``None`` takes the task's.
         start: ``"fixed"`` — the same initial network and batch order every episode (§4.3);
             ``"random"`` — new ones drawn from ``np_random`` each episode (§4.4).
         episode_steps: training steps per episode (250): the env truncates there, and it is the
             ``horizon`` of the ``step`` feature and of the rewards' "steps saved".
+        max_episode_steps: with it, every episode draws its own length log-uniformly from
+            ``[episode_steps, max_episode_steps]``; that length is then its truncation step and the
+            horizon of its features and rewards.
         batch_size: mini-batch size; ``None`` takes the task's (32 for Zhu et al.'s).
         train_size: training images the network learns from (8000).
         validation_size: held-out images (from the dataset's validation split) evaluated at episode end.
         model: :data:`rlopt.models.MODEL_NAMES`; ``None`` takes the task's (Zhu et al.'s CNN).
         lr_init: starting learning rate; ``None`` takes the optimizer's preset (SGD/R-SGD 0.1). It
             must lie within the lr bounds.
+        random_lr_init: every episode draws its starting rate log-uniformly within the lr bounds
+            (``lr_init`` is then ignored).
         lr_bounds: allowed learning rates; ``None`` takes the optimizer's preset ([0.001, 0.5] for SGD).
         reinforcement_init: starting R-SGD Γ when the agent controls it.
         fixed_seed: seed of the network initialisation and batch order in the ``fixed`` start mode.
@@ -65,11 +82,13 @@ class EnvConfig:
     optimizer: OptimizerName | None = None
     start: str = "fixed"
     episode_steps: int = TaskSize.episode_steps
+    max_episode_steps: int | None = None
     batch_size: int | None = None
     train_size: int = TaskSize.train_size
     validation_size: int = TaskSize.validation_size
     model: ModelName | None = None
     lr_init: float | None = None
+    random_lr_init: bool = False
     lr_bounds: tuple[float, float] | None = None
     reinforcement_init: float = ActionSpec.reinforcement_init
     fixed_seed: int = 0
@@ -81,45 +100,64 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.start not in ("fixed", "random"):
             raise ValueError(f"start must be 'fixed' or 'random', got {self.start!r}")
-        task = self.task_spec  # raises for an unknown task
-        if task.optimizer not in OPTIMIZER_PRESETS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_PRESETS)}, got {task.optimizer!r}")
-        if task.model not in MODEL_NAMES:
-            raise ValueError(f"model must be one of {MODEL_NAMES}, got {task.model!r}")
-        if self.control != "lr" and task.optimizer != "rsgd":
-            raise ValueError(f"control {self.control!r} needs optimizer 'rsgd', got {task.optimizer!r}")
-        TaskSize(self.train_size, self.validation_size, task.batch_size, self.episode_steps)  # validates them
-        lo, hi = self.action_spec().lr_bounds
-        if self.control != "rsgd" and not lo <= self.initial_lr <= hi:
-            raise ValueError(f"lr_init {self.initial_lr:g} lies outside the lr bounds [{lo:g}, {hi:g}]")
+        if self.max_episode_steps is not None and self.max_episode_steps < self.episode_steps:
+            raise ValueError(f"max_episode_steps {self.max_episode_steps} is below episode_steps {self.episode_steps}")
+        for task in self.task_specs:  # raises for an unknown task
+            if task.optimizer not in OPTIMIZER_PRESETS:
+                raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_PRESETS)}, got {task.optimizer!r}")
+            if task.model not in MODEL_NAMES:
+                raise ValueError(f"model must be one of {MODEL_NAMES}, got {task.model!r}")
+            if self.control != "lr" and task.optimizer != "rsgd":
+                raise ValueError(f"control {self.control!r} needs optimizer 'rsgd', got {task.optimizer!r}")
+            TaskSize(self.train_size, self.validation_size, task.batch_size, self.episode_steps)  # validates them
+            lo, hi = self.action_spec(task).lr_bounds
+            if self.control != "rsgd" and not self.random_lr_init and not lo <= self.initial_lr_of(task) <= hi:
+                raise ValueError(f"lr_init {self.initial_lr_of(task):g} lies outside the lr bounds [{lo:g}, {hi:g}]")
 
     @property
-    def task_spec(self) -> Task:
-        """The task as this configuration trains it: the registry's, with the given overrides."""
-        task = get_task(self.task)
-        return replace(
-            task,
-            optimizer=task.optimizer if self.optimizer is None else self.optimizer,
-            batch_size=task.batch_size if self.batch_size is None else self.batch_size,
-            model=task.model if self.model is None else self.model,
+    def task_specs(self) -> tuple[Task, ...]:
+        """The task pool as this configuration trains it: the registry's tasks with the overrides."""
+        names = [n.strip() for n in self.task.split(",") if n.strip()]
+        tasks = [t for name in names for t in (tasks_in(name) if name in TASK_SPLITS else (get_task(name),))]
+        if not tasks:
+            raise ValueError(f"task {self.task!r} names no task")
+        return tuple(
+            replace(
+                task,
+                optimizer=task.optimizer if self.optimizer is None else self.optimizer,
+                batch_size=task.batch_size if self.batch_size is None else self.batch_size,
+                model=task.model if self.model is None else self.model,
+            )
+            for task in tasks
         )
 
     @property
+    def task_spec(self) -> Task:
+        """The first task of the pool (the only one unless ``task`` names several)."""
+        return self.task_specs[0]
+
+    def initial_lr_of(self, task: Task) -> float:
+        """The fixed starting rate of ``task``'s episodes: ``lr_init``, else its optimizer's preset."""
+        return OPTIMIZER_PRESETS[task.optimizer].lr if self.lr_init is None else self.lr_init
+
+    @property
     def initial_lr(self) -> float:
-        return OPTIMIZER_PRESETS[self.task_spec.optimizer].lr if self.lr_init is None else self.lr_init
+        return self.initial_lr_of(self.task_spec)
 
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(loss_window=self.rewards.loss_window, horizon=self.episode_steps)
 
-    def action_spec(self) -> ActionSpec:
-        bounds = OPTIMIZER_PRESETS[self.task_spec.optimizer].lr_bounds if self.lr_bounds is None else self.lr_bounds
+    def action_spec(self, task: Task | None = None) -> ActionSpec:
+        """What actions do on ``task`` (default: the first of the pool); the lr bounds are its optimizer's."""
+        optimizer = (task or self.task_spec).optimizer
+        bounds = OPTIMIZER_PRESETS[optimizer].lr_bounds if self.lr_bounds is None else self.lr_bounds
         return ActionSpec(mode=self.control, lr_bounds=bounds, reinforcement_init=self.reinforcement_init)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _task_data(data_dir: str | None, dataset: DatasetVariant, train_size: int, validation_size: int,
                batch_size: int, data_seed: int) -> TaskSplits:
     """The training/validation images of one process, loaded once however many episodes or envs."""
@@ -153,9 +191,12 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Starting State
 
-    ``reset`` builds the network (``start="fixed"``: the same initialisation and batch order every
-    episode; ``"random"``: new ones from ``np_random``), sets the starting hyperparameters (SGD lr 0.1)
-    and performs one training step with them (Algorithm 1), whose observation it returns.
+    ``reset`` draws, from ``np_random`` and in this order, the episode's task (when ``task`` names a
+    pool), its length (with ``max_episode_steps``) and its starting rate (with ``random_lr_init``);
+    it builds the network (``start="fixed"``: the same initialisation and batch order every
+    episode; ``"random"``: new ones from ``np_random``), sets the starting hyperparameters (SGD lr 0.1
+    unless drawn or set) and performs one training step with them (Algorithm 1), whose observation
+    it returns.
 
     ## Episode End
 
@@ -168,8 +209,9 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     ## Info
 
     ``loss``, ``lr``, ``reinforcement`` (Γ), ``reward_tier`` (:class:`rlopt.rewards.RewardTier` value),
-    ``step``, ``best_loss``, ``steps_to_threshold`` (−1 until reached) and, on the last step of an
-    episode, ``val_loss`` and ``val_accuracy``.
+    ``step``, ``best_loss``, ``steps_to_threshold`` (−1 until reached), ``score``, ``task``,
+    ``episode_steps`` (the episode's length) and, on the last step of an episode, ``val_loss`` and
+    ``val_accuracy``.
 
     ## Arguments
 
@@ -193,27 +235,37 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         self.config = replace(config or EnvConfig(), **overrides)
         self.device = resolve_device(device)
         cfg = self.config
-        if data is None:
-            spec = cfg.task_spec
-            task = _task_data(cfg.data_dir, spec.dataset, cfg.train_size, cfg.validation_size, spec.batch_size,
-                              cfg.data_seed)
-            train, validation = task.train, task.validation
-        else:
-            train, validation = data.train, data.test
-        self._train_x = train.float_images().to(self.device)
-        self._train_y = train.labels.to(self.device)
-        self._val_x = validation.float_images().to(self.device)
-        self._val_y = validation.labels.to(self.device)
-        self._task = cfg.task_spec
+        self._tasks = cfg.task_specs
+        self._data = data
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for task in self._tasks:  # load (and check) every task's data before the first episode
+            self._task_tensors(task)
+        self._task = self._tasks[0]
+        self._episode_steps = cfg.episode_steps
         self._obs_spec = self.config.observation_spec()
         self._action_spec = self.config.action_spec()
         self.observation_space = spaces.Box(
             -self._obs_spec.clip, self._obs_spec.clip, shape=(self._obs_spec.size,), dtype=np.float32
         )
         self.action_space = spaces.Discrete(self._action_spec.n_actions)
-        self._fixed_init: dict[str, torch.Tensor] | None = None
+        self._fixed_init: dict[str, dict[str, torch.Tensor]] = {}
         self._trainer: Trainer | None = None
         self._controller: Controller | None = None
+
+    def _task_tensors(self, task: Task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training and validation images and labels of ``task``, on the env's device, made once."""
+        key = f"{task.dataset}/{task.batch_size}"
+        if key not in self._tensors:
+            cfg = self.config
+            if self._data is not None:
+                train, validation = self._data.train, self._data.test
+            else:
+                splits = _task_data(cfg.data_dir, task.dataset, cfg.train_size, cfg.validation_size, task.batch_size,
+                                    cfg.data_seed)
+                train, validation = splits.train, splits.validation
+            self._tensors[key] = (train.float_images().to(self.device), train.labels.to(self.device),
+                                  validation.float_images().to(self.device), validation.labels.to(self.device))
+        return self._tensors[key]
 
     @property
     def observation_spec(self) -> ObservationSpec:
@@ -228,23 +280,35 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         cfg = self.config
-        task = self._task
+        rng = self.np_random
+        # the episode's task, length and starting rate are drawn first, in a fixed order
+        task = self._task = self._tasks[int(rng.integers(len(self._tasks)))] if len(self._tasks) > 1 else self._tasks[0]
+        self._action_spec = cfg.action_spec(task)
+        self._episode_steps = cfg.episode_steps
+        if cfg.max_episode_steps is not None and cfg.max_episode_steps > cfg.episode_steps:
+            low, high = math.log(cfg.episode_steps), math.log(cfg.max_episode_steps + 1)
+            self._episode_steps = min(int(math.exp(rng.uniform(low, high))), cfg.max_episode_steps)
+        lr = cfg.initial_lr_of(task)
+        if cfg.random_lr_init:
+            lo, hi = self._action_spec.lr_bounds
+            lr = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        self._train_x, self._train_y, self._val_x, self._val_y = self._task_tensors(task)
         if cfg.start == "fixed":
             model_seed = batch_seed = cfg.fixed_seed
-            if self._fixed_init is None:
-                initial = build_seeded_model(task.model, model_seed).state_dict()
-                self._fixed_init = {k: v.clone() for k, v in initial.items()}
             model = build_model(task.model)
-            model.load_state_dict(self._fixed_init)
+            if task.model not in self._fixed_init:
+                initial = build_seeded_model(task.model, model_seed).state_dict()
+                self._fixed_init[task.model] = {k: v.clone() for k, v in initial.items()}
+            model.load_state_dict(self._fixed_init[task.model])
         else:
             base, span = (SELECTION_SEED_BASE, SELECTION_SEED_RANGE) if cfg.held_out else (0, TRAIN_SEED_RANGE)
             model_seed, batch_seed = (base + int(s) for s in self.np_random.integers(0, span, 2))
             model = build_seeded_model(task.model, model_seed)
         model.to(self.device)
-        optimizer = make_optimizer(task.optimizer, model.parameters(), cfg.initial_lr, seed=batch_seed)
+        optimizer = make_optimizer(task.optimizer, model.parameters(), lr, seed=batch_seed)
         if self._controller is not None:
             self._controller.remove_hooks()  # the previous episode's optimizer is dropped
-        self._controller = Controller(optimizer, self._obs_spec, self._action_spec)
+        self._controller = Controller(optimizer, self._obs_spec, self._action_spec, horizon=self._episode_steps)
         self._trainer = Trainer(
             model, optimizer, self._train_x, self._train_y,
             batch_size=task.batch_size, seed=batch_seed, device=self.device, loss_fn=loss_function(task.model),
@@ -280,7 +344,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         if in_bounds:
             window[-1] = window[-1] if math.isfinite(self._loss) else math.nan
         # out of bounds: the clamped values are never trained with, the episode ends on this window
-        reward, tier = tiered_reward(window, self._best_loss, self._steps, horizon=cfg.episode_steps,
+        reward, tier = tiered_reward(window, self._best_loss, self._steps, horizon=self._episode_steps,
                                      in_bounds=in_bounds, config=cfg.rewards)
         if changes:
             reward -= cfg.rewards.change_cost
@@ -294,7 +358,9 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         terminated = tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)
         floor = cfg.rewards.score_floor
         # the episode's own length ends it (not a TimeLimit wrapper: the length is a setting of the env)
-        truncated = not terminated and (self._steps >= cfg.episode_steps or (floor is not None and self._score < floor))
+        truncated = not terminated and (
+            self._steps >= self._episode_steps or (floor is not None and self._score < floor)
+        )
         info = self._get_info()
         if terminated or truncated:
             result = self._trainer.evaluate(self._val_x, self._val_y)
@@ -320,4 +386,6 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             "best_loss": self._best_loss,
             "steps_to_threshold": self._steps_to_threshold,
             "score": self._score,
+            "task": self._task.name,
+            "episode_steps": self._episode_steps,
         }

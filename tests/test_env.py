@@ -239,3 +239,50 @@ def test_explicit_fields_override_the_task(tiny_data: ImageData) -> None:
     assert isinstance(env._trainer.optimizer, torch.optim.SGD) and env._trainer.batch_size == 16
     with pytest.raises(ValueError, match="unknown task"):
         HyperparamControlEnv(data=tiny_data, task="imagenet-resnet")
+
+
+def test_a_task_pool_draws_tasks_per_episode_and_never_a_held_out_one(tiny_data: ImageData) -> None:
+    from rlopt.tasks import tasks_in
+
+    env = HyperparamControlEnv(data=tiny_data, task="train", optimizer="sgd", start="random", episode_steps=2)
+    drawn = []
+    env.reset(seed=0)
+    for _ in range(40):
+        _, info = env.reset()
+        drawn.append(info["task"])
+    assert set(drawn) <= {t.name for t in tasks_in("train")}
+    assert len(set(drawn)) >= 5  # the pool is really sampled
+    again = HyperparamControlEnv(data=tiny_data, task="train", optimizer="sgd", start="random", episode_steps=2)
+    again.reset(seed=0)
+    assert [again.reset()[1]["task"] for _ in range(40)] == drawn  # seeded by reset(seed=...)
+
+
+def test_drawn_episode_lengths_set_truncation_and_horizon(tiny_data: ImageData) -> None:
+    env = HyperparamControlEnv(data=tiny_data, episode_steps=3, max_episode_steps=12, start="random")
+    env.reset(seed=1)
+    lengths = set()
+    for _ in range(6):
+        obs, info = env.reset()
+        length = info["episode_steps"]
+        assert 3 <= length <= 12
+        assert obs[FEATURE_NAMES.index("step")] == pytest.approx(1 / length)
+        steps = 0
+        truncated = False
+        while not truncated:
+            obs, _, terminated, truncated, info = env.step(1)
+            steps += 1
+            assert not terminated
+        assert steps == length and obs[FEATURE_NAMES.index("step")] == 1.0
+        lengths.add(length)
+    assert len(lengths) > 1
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        HyperparamControlEnv(data=tiny_data, episode_steps=10, max_episode_steps=5)
+
+
+def test_random_starting_rates_are_log_uniform_within_the_bounds(tiny_data: ImageData) -> None:
+    env = HyperparamControlEnv(data=tiny_data, random_lr_init=True, episode_steps=2)
+    env.reset(seed=2)
+    rates = [env.reset()[1]["lr"] for _ in range(60)]
+    assert all(0.001 <= r <= 0.5 for r in rates)
+    logs = np.log10(rates)
+    assert (logs < -2).sum() > 10 and (logs > -1).sum() > 10  # spread over the decades, not clustered at 0.1
