@@ -1,16 +1,23 @@
-"""Every setting of an agent-training run, in one dataclass parsed from the command line (CleanRL style)."""
+"""Every setting of an agent-training run, in one frozen dataclass; :mod:`agents.cli` parses it with tyro.
+
+Each field's docstring is its ``--help`` text, each ``Literal`` its checked choices, and
+:meth:`TrainConfig.__post_init__` rejects values that cannot run (``ValueError``, one line).
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import itertools
 import json
-import types
-import typing
-from dataclasses import dataclass, field, fields
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from rlopt.control import ControlMode
+from rlopt.tasks import OptimizerName, TaskSize
+
+StartMode = Literal["fixed", "random"]
+PresetName = Literal["default", "paper"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,7 @@ class DQNSettings:
     train_freq: int = 1
     """environment steps between Q-network updates."""
     n_steps: int = 5
-    """n-step returns: one learning-rate change acts over many steps, and its effect on a single
-    step's reward is small against the mini-batch noise."""
+    """n-step returns: one rate change acts over many steps, each step's reward alone is mostly noise."""
     gradient_steps: int = 1
     """Q-network updates each time."""
     exploration_fraction: float = 0.4
@@ -47,33 +53,49 @@ class DQNSettings:
     net_arch: tuple[int, ...] = (64, 64)
     """hidden layers of the Q-network."""
 
+    def __post_init__(self) -> None:
+        positive = ("buffer_size", "target_update_interval", "batch_size", "train_freq", "n_steps", "gradient_steps")
+        for name in positive:
+            _require(getattr(self, name) >= 1, f"--dqn.{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        _require(self.learning_starts >= 0, f"--dqn.learning-starts must be >= 0, got {self.learning_starts}")
+        _require(self.learning_rate > 0, f"--dqn.learning-rate must be > 0, got {self.learning_rate}")
+        for name in ("gamma", "exploration_fraction", "exploration_final_eps"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"--dqn.{_flag(name)} must lie in [0, 1], got {value}")
+        _require(
+            len(self.net_arch) >= 1 and all(width >= 1 for width in self.net_arch),
+            f"--dqn.net-arch needs one or more layer widths >= 1, got {list(self.net_arch)}",
+        )
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One agent-training run. Each field is a ``--flag`` of ``train_agent.py``."""
 
-    control: str = "lr"
+    control: ControlMode = "lr"
     """what the agent changes: lr (learning rate), rsgd (R-SGD reinforcement Γ) or lr+rsgd (both)."""
-    optimizer: str = "sgd"
-    """the optimizer being controlled: sgd, adam or rsgd (rsgd and lr+rsgd control need rsgd)."""
+    optimizer: OptimizerName = "sgd"
+    """the optimizer being controlled (rsgd and lr+rsgd control need rsgd)."""
     episodes: int = 100
-    """training budget in episodes of 250 steps (a budget of episodes × 250 environment steps)."""
-    start: str = "fixed"
+    """training budget in episodes (a budget of episodes × episode-steps environment steps)."""
+    start: StartMode = "fixed"
     """fixed: the same initial CNN and batch order every episode; random: new ones each episode."""
     n_envs: int = 2
     """parallel environments (more than 1 runs them in worker processes)."""
     seed: int = 0
     """seeds the agent, the environments and every start point drawn during training."""
     device: str = "cpu"
-    """where the CNN trains: cpu, cuda or auto (the small Q-network always runs on the CPU)."""
+    """where the CNN trains: cpu, cuda, cuda:N, mps or auto (the small Q-network always runs on the CPU)."""
     out: str = "runs/default"
     """output directory: policy.rlopt, checkpoints/, tb/, config.json."""
     resume: bool = False
-    """continue from the latest checkpoint in --out (model and replay buffer)."""
-    preset: str = "default"
+    """continue the run in --out from its newest intact checkpoint; flags not given keep their saved values."""
+    preset: PresetName = "default"
     """default (minutes on 2 CPU cores) or paper (Zhu et al. §4.4: 800 episodes, random start)."""
     checkpoint_every: int = 2500
     """environment steps between checkpoints (model + replay buffer)."""
+    keep_checkpoints: int = 3
+    """newest checkpoints kept in OUT/checkpoints (older ones are deleted)."""
     eval_every: int = 2000
     """environment steps between greedy evaluations on held-out start points (0 disables)."""
     eval_episodes: int = 3
@@ -84,32 +106,29 @@ class TrainConfig:
     """torch threads per environment process."""
     data_dir: str | None = None
     """a directory with an IDX dataset (train-images-idx3-ubyte[.gz] …) to train on instead of MNIST."""
-    train_size: int = 8000
-    """MNIST images the CNN trains on (Zhu et al.: 8,000)."""
-    validation_size: int = 2000
+    train_size: int = TaskSize.train_size
+    """training images the CNN learns from (Zhu et al.: 8,000 MNIST images)."""
+    validation_size: int = TaskSize.validation_size
     """held-out images scored at the end of every episode (from the dataset's validation split)."""
-    episode_steps: int = 250
+    episode_steps: int = TaskSize.episode_steps
     """training steps per episode (Zhu et al.: 250)."""
-    batch_size: int = 32
+    batch_size: int = TaskSize.batch_size
     """CNN mini-batch size (Zhu et al.: 32)."""
     dqn: DQNSettings = field(default_factory=DQNSettings)
     """DQN hyperparameters (each a --dqn.FIELD flag)."""
 
     def __post_init__(self) -> None:
-        choices = {
-            "control": ("lr", "rsgd", "lr+rsgd"),
-            "optimizer": ("sgd", "adam", "rsgd"),
-            "start": ("fixed", "random"),
-            "preset": tuple(PRESETS),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.control != "lr" and self.optimizer != "rsgd":
             raise ValueError(f"--control {self.control} changes R-SGD's Γ: it needs --optimizer rsgd")
-        for name in ("episodes", "n_envs", "checkpoint_every", "log_every", "threads", "episode_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("episodes", "n_envs", "checkpoint_every", "keep_checkpoints", "log_every", "threads",
+                     "eval_episodes", "episode_steps", "batch_size", "validation_size"):
+            _require(getattr(self, name) >= 1, f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        _require(self.eval_every >= 0, f"--eval-every must be >= 0 (0 disables), got {self.eval_every}")
+        _require(
+            self.train_size >= self.batch_size,
+            f"--train-size {self.train_size} is smaller than one batch (--batch-size {self.batch_size})",
+        )
+        _require(self.out.strip() != "", "--out must name a directory")
 
     @property
     def total_timesteps(self) -> int:
@@ -118,8 +137,38 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (``config.json``); unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}")
+        values = dict(data)
+        dqn = dict(values.pop("dqn", {}))
+        dqn_known = {f.name for f in dataclasses.fields(DQNSettings)}
+        if set(dqn) - dqn_known:
+            raise ValueError(f"unknown DQN settings {sorted(set(dqn) - dqn_known)}")
+        if "net_arch" in dqn:
+            dqn["net_arch"] = tuple(dqn["net_arch"])
+        return cls(**values, dqn=DQNSettings(**dqn))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """Read a ``config.json`` written by :meth:`save`; any problem is a one-line ``ValueError``."""
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return cls.from_dict(data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a readable training config ({exc})") from exc
+
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write ``config.json`` atomically (a temporary file renamed over it)."""
+        tmp = path.with_name(f"tmp_{path.name}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     def markdown_table(self) -> str:
         """Settings as a Markdown table, for TensorBoard's text tab."""
@@ -134,6 +183,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_config(name: str) -> TrainConfig:
+    """The defaults of preset ``name``: :class:`TrainConfig` with the preset's fields replaced."""
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return TrainConfig(preset=name, **PRESETS[name])  # type: ignore[arg-type]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -142,77 +207,3 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Field docstrings (the string literal under each field) for --help."""
-    import ast
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    docs: dict[str, str] = {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, nxt in itertools.pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-                docs[node.target.id] = str(nxt.value.value)
-    return docs
-
-
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    hints = typing.get_type_hints(cls)
-    docs = _field_docs(cls)
-    for f in fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            _add_fields(parser, hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-            continue
-        flag = "--" + prefix + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        kwargs: dict[str, Any] = {"dest": prefix + f.name, "default": None}
-        help_text = docs.get(f.name, "")
-        if hint is bool:
-            parser.add_argument(flag, action="store_true", help=help_text, **kwargs)
-            continue
-        origin = typing.get_origin(hint)
-        if origin in (types.UnionType, typing.Union):  # X | None: parse as X
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
-            origin = typing.get_origin(hint)
-        if origin is tuple:
-            kwargs.update(nargs="+", type=typing.get_args(hint)[0])
-        else:
-            kwargs["type"] = hint
-        parser.add_argument(flag, help=f"{help_text} (default: {default})", **kwargs)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="train_agent.py",
-        description="Train a DQN agent that controls an optimizer's hyperparameters while a CNN learns "
-        "MNIST, checkpoint it, log to TensorBoard and export the learned scheduler (DIR/policy.rlopt).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    _add_fields(parser, TrainConfig)
-    return parser
-
-
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    """Command line → :class:`TrainConfig`: preset values first, explicit flags on top."""
-    args = vars(build_parser().parse_args(argv))
-    preset = args.get("preset") or "default"
-    if preset not in PRESETS:
-        raise SystemExit(f"train_agent.py: --preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    top: dict[str, Any] = dict(PRESETS[preset])
-    dqn: dict[str, Any] = {}
-    for key, value in args.items():
-        if value is None or value is False:
-            continue
-        if key.startswith("dqn."):
-            dqn[key[4:]] = tuple(value) if isinstance(value, list) else value
-        else:
-            top[key] = value
-    try:
-        return TrainConfig(**top, dqn=DQNSettings(**dqn))
-    except ValueError as exc:
-        raise SystemExit(f"train_agent.py: {exc}") from None

@@ -18,7 +18,7 @@ from envs import EnvConfig, env_id_for
 def env_config(cfg: TrainConfig, *, held_out: bool = False) -> EnvConfig:
     """The environment settings of a training run (``held_out``: evaluation start points)."""
     return EnvConfig(
-        control=cfg.control,  # type: ignore[arg-type]
+        control=cfg.control,
         optimizer=cfg.optimizer,
         start="random" if held_out else cfg.start,
         episode_steps=cfg.episode_steps,
@@ -33,14 +33,8 @@ def env_config(cfg: TrainConfig, *, held_out: bool = False) -> EnvConfig:
 def _make_env(config: EnvConfig, device: str, threads: int, env_kwargs: dict[str, Any]) -> gym.Env:
     # runs inside each worker process: one process's torch threads must not fight the others'
     torch.set_num_threads(threads)
-    env = gym.make(
-        env_id_for(config.control),
-        max_episode_steps=config.episode_steps,
-        config=config,
-        device=device,
-        **env_kwargs,
-    )
-    return Monitor(env)
+    # the env truncates at config.episode_steps itself (no TimeLimit patch needed)
+    return Monitor(gym.make(env_id_for(config.control), config=config, device=device, **env_kwargs))
 
 
 def make_vec_env(

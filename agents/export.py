@@ -35,9 +35,18 @@ def export_policy(
     observation: ObservationSpec,
     actions: ActionSpec,
     *,
+    optimizer: str,
+    initial_lr: float,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``path`` (``policy.rlopt``) from a trained DQN and the env's observation/action specs."""
+    """Write ``path`` (``policy.rlopt``) from a trained DQN and the env's observation/action specs.
+
+    ``optimizer`` and ``initial_lr`` are the optimizer the env trained with and the rate its episodes
+    started from; they become the policy file's declared fields.
+    """
     activation = model.policy.activation_fn.__name__.lower() if hasattr(model.policy, "activation_fn") else "relu"
     meta = {"rlopt_version": rlopt.__version__, "num_timesteps": int(model.num_timesteps), **(metadata or {})}
-    return save_policy(path, q_network_of(model), observation, actions, activation=activation, metadata=meta)
+    return save_policy(
+        path, q_network_of(model), observation, actions,
+        optimizer=optimizer, initial_lr=initial_lr, activation=activation, metadata=meta,
+    )

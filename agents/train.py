@@ -1,7 +1,25 @@
-"""Train a DQN controller end to end: environments, agent, callbacks, checkpoints, resume, export."""
+"""Train a DQN controller end to end: set-up checks, run directory, environments, agent, resume, export.
+
+What happens when…
+
+* **the settings cannot run** (``--out`` is a file, the device or the data is unavailable, sizes do not
+  fit the data): :class:`TrainingSetupError` with a one-line message, before anything is created.
+* **two runs share an ``--out``**: the second stops at once, naming the holder (:class:`agents.rundir.RunLock`).
+* **a run is interrupted** (Ctrl-C): it writes a checkpoint and raises :class:`RunInterrupted`;
+  ``--out OUT --resume`` continues it with the settings in ``OUT/config.json``.
+* **a run is resumed**: the settings in :data:`RESUME_INVARIANTS` must equal the saved ones (a changed
+  one is refused); the others (``--episodes``, ``--eval-every``, ``--device`` …) may change, and
+  ``config.json`` and the policy metadata record what ran. ``tb/progress.csv`` is appended to.
+* **the newest checkpoint is corrupt, tampered with or unrecorded**: it is set aside as ``rejected_*``
+  and the run continues from the newest intact one, saying so on stderr. Checkpoint files are loaded
+  only when their sha256 matches the manifest (see :mod:`agents.rundir`: a run directory is trusted
+  input only through that manifest).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import sys
@@ -9,19 +27,55 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, make_output_format
 
-from agents.callbacks import ControlLoggingCallback, PeriodicCheckpoint, latest_checkpoint, save_checkpoint
+from agents.callbacks import (
+    BEST_MODEL_NAME,
+    BEST_RETURN_NAME,
+    AppendingCSVOutputFormat,
+    ControlLoggingCallback,
+    RecordBestModel,
+    RunCheckpointCallback,
+    save_checkpoint,
+)
 from agents.config import TrainConfig
 from agents.dqn import env_config, make_dqn, make_vec_env
 from agents.export import export_policy
-from rlopt.data import DataError, load_idx_dataset, load_mnist
+from agents.rundir import (
+    MANIFEST_NAME,
+    Checkpoint,
+    Manifest,
+    RunDirectoryError,
+    RunLock,
+    TrainingSetupError,
+    check_output_directory,
+    checkpoints_in,
+    reject,
+    remove_leftover_tmp_files,
+)
+from rlopt.data import DataError, load_dataset, task_splits
+from rlopt.tasks import derive_dataset
 from rlopt.training import resolve_device, seed_everything
 
-#: settings a resumed run must share with the run it continues
-_RESUME_INVARIANTS = ("control", "optimizer", "start", "episode_steps", "batch_size", "train_size", "data_dir")
+__all__ = [
+    "RESUME_INVARIANTS",
+    "RunDirectoryError",
+    "RunInterrupted",
+    "TrainResult",
+    "TrainingSetupError",
+    "check_setup",
+    "train",
+]
+
+#: settings a resumed run must share with the run it continues: they define the task, the agent and
+#: the layout of its replay buffer (one column per environment), so a change would not continue the run
+RESUME_INVARIANTS: tuple[str, ...] = (
+    "control", "optimizer", "start", "preset", "episode_steps", "batch_size", "train_size",
+    "validation_size", "data_dir", "seed", "n_envs", "dqn",
+)
 
 
 @dataclass(frozen=True)
@@ -33,12 +87,90 @@ class TrainResult:
     best_eval_return: float | None
 
 
-class TrainingSetupError(RuntimeError):
-    """A run that cannot start as configured (device, data, output directory); nothing was trained."""
+class RunInterrupted(KeyboardInterrupt):
+    """Training was interrupted; ``checkpoint`` holds the state at ``steps`` environment steps."""
+
+    def __init__(self, steps: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted at {steps} steps; saved {checkpoint}")
+        self.steps = steps
+        self.checkpoint = checkpoint
 
 
-class RunDirectoryError(TrainingSetupError):
-    """The output directory does not fit the request (an existing run without --resume, …)."""
+def check_device(device: str) -> torch.device:
+    """The torch device ``device`` names, if this machine has it; else a one-line ``TrainingSetupError``."""
+    try:
+        resolved = resolve_device(device)
+    except (RuntimeError, ValueError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrainingSetupError(f"--device {device}: {first_line}") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (resolved.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(resolved.type, False):
+        have = ", ".join(name for name, ok in available.items() if ok)
+        raise TrainingSetupError(f"--device {device} is not available on this machine (available: {have}, auto)")
+    return resolved
+
+
+def check_setup(cfg: TrainConfig, *, progress: bool = True) -> None:
+    """Everything that can be checked before the run directory is touched; raises ``TrainingSetupError``."""
+    out = Path(cfg.out)
+    check_output_directory(out)
+    check_device(cfg.device)
+    if cfg.resume and not checkpoints_in(out / "checkpoints"):
+        raise RunDirectoryError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
+    try:
+        ecfg = env_config(cfg)
+        task = ecfg.task_spec
+        # load (and on first use fetch) the data here, once, as the env will, so a problem is one line
+        # now rather than a traceback inside every environment worker
+        data = derive_dataset(load_dataset(cfg.data_dir, progress=progress), task.dataset)
+        task_splits(data, cfg.train_size, cfg.validation_size, seed=ecfg.data_seed, batch_size=task.batch_size)
+    except (DataError, ValueError) as exc:
+        raise TrainingSetupError(str(exc)) from exc
+
+
+def changed_settings(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
+    """``"--flag saved → new"`` for each of :data:`RESUME_INVARIANTS` where ``cfg`` differs from ``saved``."""
+    changed = []
+    for name in RESUME_INVARIANTS:
+        before, after = getattr(saved, name), getattr(cfg, name)
+        if name == "dqn":
+            for f in dataclasses.fields(before):
+                old, new = getattr(before, f.name), getattr(after, f.name)
+                if old != new:
+                    changed.append(f"--dqn.{f.name.replace('_', '-')} {old!r} → {new!r}")
+        elif before != after:
+            changed.append(f"--{name.replace('_', '-')} {before!r} → {after!r}")
+    return changed
+
+
+def _check_run_state(cfg: TrainConfig, out: Path) -> None:
+    """A new run needs a directory without a run; a resumed one the same fixed settings as the saved run."""
+    checkpoint_dir = out / "checkpoints"
+    if not cfg.resume:
+        found = checkpoints_in(checkpoint_dir)
+        if found or (checkpoint_dir / MANIFEST_NAME).is_file():
+            what = found[0].model.name if found else MANIFEST_NAME
+            raise RunDirectoryError(
+                f"{out} already holds a training run ({what}); pass --resume to continue it, or choose another --out"
+            )
+        return
+    config_path = out / "config.json"
+    if not config_path.is_file():
+        raise RunDirectoryError(f"--resume: {config_path} is missing, so the saved run's settings are unknown")
+    try:
+        saved = TrainConfig.load(config_path)
+    except ValueError as exc:
+        raise RunDirectoryError(f"--resume: {exc}") from None
+    changed = changed_settings(saved, cfg)
+    if changed:
+        raise RunDirectoryError(
+            f"--resume cannot change {', '.join(changed)}; leave those flags out to continue the run as it "
+            "was, or choose another --out"
+        )
 
 
 def _load_dqn(path: Path) -> DQN:
@@ -49,72 +181,101 @@ def _load_dqn(path: Path) -> DQN:
         return DQN.load(path, device="cpu")
 
 
-def _check_out_dir(cfg: TrainConfig, out: Path) -> None:
-    config_path = out / "config.json"
-    checkpoints = latest_checkpoint(out / "checkpoints")
-    if not cfg.resume:
-        if checkpoints is not None:
-            raise RunDirectoryError(
-                f"{out} already holds a training run ({checkpoints[0].name}); pass --resume to continue "
-                f"it, or choose another --out"
-            )
-        return
-    if checkpoints is None:
-        raise RunDirectoryError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
-    if config_path.is_file():
-        previous = json.loads(config_path.read_text())
-        changed = [k for k in _RESUME_INVARIANTS if previous.get(k) != getattr(cfg, k)]
-        if changed:
-            details = ", ".join(f"{k}: {previous.get(k)!r} → {getattr(cfg, k)!r}" for k in changed)
-            raise RunDirectoryError(f"--resume with settings that differ from the saved run ({details})")
+def load_newest_intact(checkpoint_dir: Path, manifest: Manifest) -> tuple[DQN, Checkpoint]:
+    """The newest checkpoint whose files match the manifest and load; the others are set aside.
+
+    Nothing is unpickled unless its sha256 is the one this code recorded when it wrote the file.
+    """
+    for checkpoint in checkpoints_in(checkpoint_dir):
+        problem = next(
+            (f"{path.name} is {why}" if why == "missing" else f"{path.name}: {why}"
+             for path in checkpoint.files if (why := manifest.problem_with(path)) is not None),
+            None,
+        )
+        if problem is None:
+            try:
+                model = _load_dqn(checkpoint.model)
+                model.load_replay_buffer(checkpoint.replay_buffer)
+            # a recorded file can still fail to load (say, written by another SB3 version); zip,
+            # torch and pickle raise many types, and each means the same: try an older checkpoint
+            except Exception as exc:
+                problem = f"{checkpoint.model.name} does not load ({type(exc).__name__}: {exc})"
+            else:
+                return model, checkpoint
+        moved = reject(checkpoint, manifest)
+        print(
+            f"--resume: skipping the checkpoint at {checkpoint.steps} steps ({problem}); "
+            f"set aside as {', '.join(p.name for p in moved) or 'nothing'}; trying an older one",
+            file=sys.stderr,
+        )
+    raise RunDirectoryError(f"--resume: no intact checkpoint left in {checkpoint_dir}")
+
+
+def _best_so_far(out: Path, manifest: Manifest) -> float | None:
+    """The best held-out return of the run, if its ``best_model.zip`` is the one the run recorded."""
+    best_dir = out / "best"
+    if manifest.problem_with(best_dir / BEST_MODEL_NAME) is not None:
+        return None
+    try:
+        value = float(json.loads((best_dir / BEST_RETURN_NAME).read_text())["best_eval_return"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Run (or resume) a training run as configured; returns where the exported policy is."""
+    """Run (or resume) a training run as configured; returns where the exported policy is.
+
+    Raises:
+        TrainingSetupError: the run cannot start (nothing created, or nothing changed in an existing
+            run directory); :class:`RunDirectoryError` for problems with ``cfg.out``.
+        RunInterrupted: Ctrl-C during training, after a checkpoint was written.
+    """
+    check_setup(cfg, progress=progress)
     out = Path(cfg.out)
-    _check_out_dir(cfg, out)
-    try:  # fail here, in one line, rather than inside every environment worker
-        resolve_device(cfg.device)
-        if cfg.data_dir is None:
-            # fetch and cache MNIST here, with progress shown, before worker processes look for it
-            load_mnist(progress=progress)
-        else:
-            load_idx_dataset(cfg.data_dir)
-    except (RuntimeError, DataError) as exc:
-        raise TrainingSetupError(str(exc)) from exc
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        for path in remove_leftover_tmp_files(out):
+            print(f"removed {path}, left by an interrupted write", file=sys.stderr)
+        _check_run_state(cfg, out)
+        return _run(cfg, out, Manifest.load(out), progress=progress)
+
+
+def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool) -> TrainResult:
     checkpoint_dir = out / "checkpoints"
     seed_everything(cfg.seed)
-
+    model: DQN | None = None
     resumed_from = 0
-    found = latest_checkpoint(checkpoint_dir) if cfg.resume else None
+    if cfg.resume:
+        model, checkpoint = load_newest_intact(checkpoint_dir, manifest)
+        resumed_from = model.num_timesteps
+        print(f"resuming {out} from {checkpoint.model.name} ({resumed_from} steps)", file=sys.stderr)
     # a resumed run draws fresh start points instead of repeating the first run's sequence
-    env_seed = cfg.seed
-    vec = None
+    env_seed = cfg.seed + resumed_from
+    ecfg = env_config(cfg)
+    vec = eval_env = None
+    logger: Logger | None = None
     try:
-        if found is not None:
-            model_path, _buffer_path = found
-            model = _load_dqn(model_path)
-            resumed_from = model.num_timesteps
-            env_seed = cfg.seed + resumed_from
-        vec = make_vec_env(env_config(cfg), cfg.n_envs, seed=env_seed, device=cfg.device, threads=cfg.threads)
-        if found is not None:
-            model.set_env(vec)
-            model.load_replay_buffer(found[1])
-        else:
+        vec = make_vec_env(ecfg, cfg.n_envs, seed=env_seed, device=cfg.device, threads=cfg.threads)
+        if model is None:
             model = make_dqn(vec, cfg.dqn, seed=cfg.seed)
+        else:
+            model.set_env(vec)
         cfg.save(out / "config.json")
 
-        logger = configure(str(out / "tb"), ["tensorboard", "csv"])
+        tb = out / "tb"
+        logger = Logger(
+            folder=str(tb),
+            output_formats=[make_output_format("tensorboard", str(tb)), AppendingCSVOutputFormat(tb / "progress.csv")],
+        )
         model.set_logger(logger)
         logger.record("config", cfg.markdown_table(), exclude=("csv",))
         logger.dump(model.num_timesteps)
 
-        callbacks: list[BaseCallback] = [
-            ControlLoggingCallback(cfg.log_every, progress=progress),
-            PeriodicCheckpoint(checkpoint_dir, cfg.checkpoint_every),
-        ]
-        evaluator: EvalCallback | None = None
+        checkpointer = RunCheckpointCallback(
+            max(cfg.checkpoint_every // cfg.n_envs, 1), checkpoint_dir, manifest, keep=cfg.keep_checkpoints
+        )
+        callbacks: list[BaseCallback] = [ControlLoggingCallback(cfg.log_every, progress=progress), checkpointer]
         if cfg.eval_every > 0:
             eval_env = make_vec_env(
                 env_config(cfg, held_out=True), 1, seed=cfg.seed + 1, device=cfg.device, threads=cfg.threads
@@ -123,6 +284,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
             warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
             evaluator = EvalCallback(
                 eval_env,
+                callback_on_new_best=RecordBestModel(out / "best", manifest),
                 n_eval_episodes=cfg.eval_episodes,
                 eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
                 log_path=str(out / "eval"),
@@ -130,43 +292,44 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 deterministic=True,
                 verbose=0,
             )
-            best_file = out / "best" / "best_eval_return.json"
-            if found is not None and best_file.is_file():  # a resumed run keeps the best so far
-                evaluator.best_mean_reward = float(json.loads(best_file.read_text())["best_eval_return"])
+            best = _best_so_far(out, manifest) if resumed_from else None
+            if best is not None:  # a resumed run keeps the best so far
+                evaluator.best_mean_reward = best
             callbacks.append(evaluator)
+
         remaining = cfg.total_timesteps - model.num_timesteps
-        try:
-            if remaining > 0:
-                model.learn(
-                    remaining, callback=callbacks, reset_num_timesteps=found is None, log_interval=4
-                )
-        except KeyboardInterrupt:
-            path = save_checkpoint(model, checkpoint_dir)
-            print(
-                f"\ninterrupted at {model.num_timesteps} steps; saved {path}. Continue with: "
-                f"python train_agent.py --out {cfg.out} --resume",
-                file=sys.stderr,
-            )
-            raise
-        save_checkpoint(model, checkpoint_dir)
-        ecfg = env_config(cfg)
+        if remaining > 0:
+            try:
+                model.learn(remaining, callback=callbacks, reset_num_timesteps=not resumed_from, log_interval=4)
+            except KeyboardInterrupt:
+                saved = save_checkpoint(model, checkpoint_dir, manifest)
+                checkpointer.prune()
+                raise RunInterrupted(model.num_timesteps, saved.model) from None
+            save_checkpoint(model, checkpoint_dir, manifest)
+            checkpointer.prune()
+
         specs = (ecfg.observation_spec(), ecfg.action_spec())
-        metadata = {"train_config": cfg.to_dict(), "env_config": ecfg.to_dict()}
-        export_policy(model, out / "policy_last.rlopt", *specs, metadata={**metadata, "selected": "last"})
-        best_path = out / "best" / "best_model.zip"
-        best_return: float | None = None
-        if evaluator is not None and math.isfinite(evaluator.best_mean_reward):
-            best_return = float(evaluator.best_mean_reward)
-            (out / "best" / "best_eval_return.json").write_text(json.dumps({"best_eval_return": best_return}))
-        selected = "best" if best_path.is_file() else "last"
+        # the policy file declares the optimizer the env trained and the rate its episodes started from
+        export = functools.partial(export_policy, optimizer=cfg.optimizer, initial_lr=ecfg.initial_lr)
+        metadata = {"train_config": cfg.to_dict(), "env_config": ecfg.to_dict(), "resumed_from": resumed_from}
+        export(model, out / "policy_last.rlopt", *specs, metadata={**metadata, "selected": "last"})
+        best_path = out / "best" / BEST_MODEL_NAME
+        best_return = _best_so_far(out, manifest)
+        if best_path.exists() and best_return is None:
+            print(f"not exporting {best_path}: {manifest.problem_with(best_path) or 'no recorded return'}; "
+                  "exporting the final agent instead", file=sys.stderr)
+        selected = "best" if best_return is not None else "last"
         chosen = _load_dqn(best_path) if selected == "best" else model
-        policy_path = export_policy(
+        policy_path = export(
             chosen, out / "policy.rlopt", *specs,
             metadata={**metadata, "selected": selected, "best_eval_return": best_return},
         )
     finally:
-        if vec is not None:
-            vec.close()
+        if logger is not None:
+            logger.close()
+        for env in (vec, eval_env):
+            if env is not None:
+                env.close()
     return TrainResult(
         policy_path=policy_path,
         num_timesteps=model.num_timesteps,

@@ -61,9 +61,10 @@ class Settings:
 
 def bare_loop(env_config: EnvConfig, train_x: torch.Tensor, train_y: torch.Tensor):
     """A plain torch training loop over the env's data, batch size and model: one step per call."""
-    model = build_seeded_model(env_config.model, 0)
+    task = env_config.task_spec
+    model = build_seeded_model(task.model, 0)
     opt = torch.optim.SGD(model.parameters(), lr=env_config.initial_lr)
-    batches = iterate_batches(train_x, train_y, env_config.batch_size, seed=0)
+    batches = iterate_batches(train_x, train_y, task.batch_size, seed=0)
 
     def step() -> float:
         x, y = next(batches)

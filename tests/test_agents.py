@@ -1,8 +1,9 @@
-"""train_agent.py end to end on a tiny on-disk dataset: artifacts, resume, export fidelity."""
+"""train_agent.py end to end on a tiny on-disk dataset: artifacts, resume, export fidelity, the command line."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,11 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fake_image_data, save_idx_dataset
 
 from agents import TrainConfig, env_config, export_policy, make_dqn, make_vec_env
-from agents.config import DQNSettings, parse_config
+from agents.cli import main, parse_config
+from agents.config import DQNSettings
 from rlopt.control import FEATURE_NAMES
-from rlopt.data import fake_image_data, save_idx_dataset
+from rlopt.scheduler import GreedyQ
+from rlopt.tasks import TaskSize
 
 ROOT = Path(__file__).resolve().parents[1]
 EPISODE = 20
@@ -105,19 +109,30 @@ def test_exported_scheduler_reproduces_greedy_actions_without_gym_or_sb3(idx_dir
     vec = make_vec_env(env_config(cfg), 1, seed=0)
     model = make_dqn(vec, cfg.dqn, seed=0)
     model.learn(cfg.total_timesteps)
-    observations = [vec.reset()[0]]
+    first = vec.reset()
+    assert isinstance(first, np.ndarray)
+    observations = [first[0]]
     for _ in range(30):
         action, _ = model.predict(observations[-1], deterministic=True)
         obs, _, _, _ = vec.step(np.array([action]))
+        assert isinstance(obs, np.ndarray)
         observations.append(obs[0])
     obs_array = np.stack(observations).astype(np.float32)
     # add off-distribution observations too: exactness must not depend on where the inputs lie
     off_distribution = np.random.default_rng(0).uniform(-10, 10, (50, len(FEATURE_NAMES))).astype(np.float32)
     obs_array = np.concatenate([obs_array, off_distribution])
     expected = model.predict(obs_array, deterministic=True)[0]
+    with torch.no_grad():
+        q = model.q_net(torch.from_numpy(obs_array))
+    top2 = q.topk(2, dim=1).values
+    # the exported scheduler's argmax may differ from SB3's only where the two best Q-values tie
+    clear = (top2[:, 0] - top2[:, 1]) > GreedyQ.TIE_TOLERANCE * q.abs().max(dim=1).values.clamp(min=1)
     spec = env_config(cfg)
-    policy = export_policy(model, tmp_path / "policy.rlopt", spec.observation_spec(), spec.action_spec())
-    np.savez(tmp_path / "recorded.npz", obs=obs_array, actions=expected)
+    policy = export_policy(
+        model, tmp_path / "policy.rlopt", spec.observation_spec(), spec.action_spec(),
+        optimizer=cfg.optimizer, initial_lr=spec.initial_lr,
+    )
+    np.savez(tmp_path / "recorded.npz", obs=obs_array, actions=expected, clear=clear.numpy())
     vec.close()
 
     script = textwrap.dedent(f"""
@@ -126,13 +141,78 @@ def test_exported_scheduler_reproduces_greedy_actions_without_gym_or_sb3(idx_dir
         sys.modules["stable_baselines3"] = None
         import numpy as np, torch
         from rlopt.scheduler import load_policy, LearnedScheduler
-        net, obs_spec, act_spec, meta = load_policy({str(policy)!r})
+        policy = load_policy({str(policy)!r})
+        assert (policy.optimizer, policy.initial_lr) == ("sgd", 0.1), (policy.optimizer, policy.initial_lr)
         rec = np.load({str(tmp_path / "recorded.npz")!r})
-        sched = LearnedScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), net, obs_spec, act_spec)
-        got = [sched.decide(torch.from_numpy(o)) for o in rec["obs"]]
-        assert got == rec["actions"].tolist(), (got, rec["actions"].tolist())
-        print("identical", len(got))
+        sched = LearnedScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), policy)
+        got = np.array([sched.decide(torch.from_numpy(o)) for o in rec["obs"]])
+        clear = rec["clear"]
+        assert (got[clear] == rec["actions"][clear]).all(), (got.tolist(), rec["actions"].tolist())
+        print("identical", int(clear.sum()))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "identical 81" in result.stdout
+    identical = int(result.stdout.split()[-1])
+    assert identical >= 78  # of 81: near-ties are rare
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line (tyro over TrainConfig)
+# --------------------------------------------------------------------------------------------------
+
+
+def _plain(text: str) -> str:
+    """Help text without tyro's box drawing and line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def test_help_shows_each_default_once_and_the_choices() -> None:
+    result = run_cli(["--help"])
+    assert result.returncode == 0, result.stderr
+    text = _plain(result.stdout)
+    assert not re.search(r"\(default: [^()]*\) \(default:", text), "a flag shows two defaults"
+    assert "(default: None) (default" not in text
+    for choices in ("{lr,rsgd,lr+rsgd}", "{sgd,adam,rsgd}", "{fixed,random}", "{default,paper}"):
+        assert choices in text
+    assert "--resume, --no-resume" in text
+    assert f"--train-size INT training images the CNN learns from (Zhu et al.: 8,000 MNIST images). " \
+        f"(default: {TaskSize.train_size})" in text
+    assert "--dqn.learning-rate FLOAT" in text  # nested flags
+
+
+def test_task_size_defaults_come_from_task_size() -> None:
+    cfg = TrainConfig()
+    assert (cfg.train_size, cfg.validation_size, cfg.batch_size, cfg.episode_steps) == (
+        TaskSize.train_size, TaskSize.validation_size, TaskSize.batch_size, TaskSize.episode_steps,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--control", "foo"], "invalid choice 'foo' for argument '--control'"),
+        (["--optimizer", "sgdd"], "--optimizer"),
+        (["--start", "sometimes"], "--start"),
+        (["--preset", "fast"], "--preset"),
+        (["--episodes", "many"], "--episodes"),
+        (["--no-such-flag"], "--no-such-flag"),
+        (["--control", "rsgd"], "--control rsgd changes R-SGD's Γ: it needs --optimizer rsgd"),
+        (["--dqn.gamma", "2"], "--dqn.gamma must lie in [0, 1]"),
+        (["--eval-every", "-1"], "--eval-every must be >= 0"),
+    ],
+)
+def test_bad_values_are_one_line_errors_with_exit_2(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args, prog="train_agent.py") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("train_agent.py: error: "), err
+    assert expected in err
+
+
+def test_booleans_have_a_no_form_and_nested_flags_parse() -> None:
+    assert parse_config(["--resume"]).resume is True
+    assert parse_config(["--resume", "--no-resume"]).resume is False
+    cfg = parse_config(["--dqn.learning-rate", "0.01", "--dqn.net-arch", "8", "--data-dir", "somewhere"])
+    assert (cfg.dqn.learning_rate, cfg.dqn.net_arch, cfg.data_dir) == (0.01, (8,), "somewhere")
+    assert parse_config(["--data-dir", "None"]).data_dir is None

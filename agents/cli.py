@@ -1,0 +1,171 @@
+"""The command line of agent training (``rlopt-train``, ``python train_agent.py``): tyro over :class:`TrainConfig`.
+
+    rlopt-train                                  # the default preset: minutes on 2 CPU cores
+    rlopt-train --preset paper --episodes 50     # a preset, explicit flags on top
+    rlopt-train --out runs/x --resume            # continue a run with the settings in runs/x/config.json
+
+Defaults come from the chosen preset or, with ``--resume``, from ``OUT/config.json``; explicit flags
+go on top. Bad input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import tyro
+
+from agents.config import PresetName, TrainConfig, preset_config
+
+PROG = "rlopt-train"
+DESCRIPTION = (
+    "Train a DQN agent that controls an optimizer's hyperparameters while a CNN learns MNIST; checkpoint "
+    "it, log to TensorBoard and export the learned scheduler (OUT/policy.rlopt). Defaults come from "
+    "--preset, or with --resume from OUT/config.json; explicit flags go on top."
+)
+
+_T = TypeVar("_T")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_PARSING = re.compile(r"^Error parsing (?P<what>[^:]+): ")
+
+
+@dataclass(frozen=True)
+class _Location:
+    """The flags that choose the defaults of the others (read first, all other flags ignored)."""
+
+    out: str = TrainConfig.out
+    resume: bool = TrainConfig.resume
+    preset: PresetName = TrainConfig.preset
+
+
+def parse_config(argv: Sequence[str] | None = None, *, prog: str = PROG) -> TrainConfig:
+    """Command line → :class:`TrainConfig`: the preset's values (or, with ``--resume``, the saved run's
+    ``config.json``) first, explicit flags on top.
+
+    Like argparse, bad input prints one line to stderr and raises ``SystemExit(2)``; ``--help``
+    prints the help and raises ``SystemExit(0)``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    location, _ = _cli(_Location, args, prog, return_unknown_args=True, add_help=False)
+    base = preset_config(location.preset)
+    config_path = Path(location.out) / "config.json"
+    if location.resume and config_path.is_file():
+        try:
+            saved = TrainConfig.load(config_path)
+        except ValueError as exc:
+            _fail(prog, f"--resume: {exc}")
+        base = dataclasses.replace(saved, out=location.out, resume=True)
+    return _cli(TrainConfig, args, prog, default=base)
+
+
+def _cli(cls: type[_T], args: list[str], prog: str, **kwargs: Any) -> Any:
+    """``tyro.cli`` with its error box turned into one ``prog: error: …`` line (help text is untouched)."""
+    if "-h" in args or "--help" in args:
+        return tyro.cli(cls, args=args, prog=prog, description=DESCRIPTION, **kwargs)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), _unwrapped_lines():
+            result = tyro.cli(cls, args=args, prog=prog, description=DESCRIPTION, **kwargs)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            _fail(prog, _one_line(captured.getvalue()))
+        raise
+    sys.stderr.write(captured.getvalue())  # warnings, if any
+    return result
+
+
+@contextlib.contextmanager
+def _unwrapped_lines() -> Iterator[None]:
+    # tyro wraps its error box to the terminal width (shutil.get_terminal_size reads $COLUMNS);
+    # unwrapped, a message never has a line break inside a word or a path
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
+
+
+def _one_line(text: str) -> str:
+    """The message inside tyro's error box, on one line."""
+    title = ""
+    body: list[str] = []
+    for raw in _ANSI.sub("", text).splitlines():
+        line = raw.strip()
+        if line.startswith("╭"):
+            title = line.strip("╭╮─ ")
+        elif line.startswith("│"):
+            content = line.strip("│ ")
+            if content and set(content) <= {"─"}:
+                break  # the rule before tyro's "see --help" footer
+            body.append(content)
+        elif line.startswith("╰"):
+            break
+    message = " ".join(" ".join(body).split()) or title or " ".join(text.split()) or "invalid arguments"
+    match = _PARSING.match(message)
+    if match:
+        # "Error parsing --flag: why" → "--flag: why"; a value __post_init__ refused ("Error parsing
+        # TrainConfig: …", "… dqn: …") is reported by its own message, which names the flag
+        flag = match.group("what")
+        message = (f"{flag}: " if flag.startswith("-") else "") + message[match.end():]
+    return message
+
+
+def _fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def resume_command(prog: str, out: str) -> str:
+    """The command that continues the run in ``out``."""
+    runner = f"python {prog}" if prog.endswith(".py") else prog
+    return f"{runner} --out {shlex.quote(out)} --resume"
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """Parse, train, export; returns the exit status (2: bad input or set-up, 130: interrupted)."""
+    try:
+        cfg = parse_config(argv, prog=prog)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BrokenPipeError:
+        # help piped into a reader that stopped (`--help | head`): end quietly, as the Python docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+    from agents.train import RunInterrupted, TrainingSetupError, train  # SB3 and the envs: not for --help
+
+    try:
+        result = train(cfg)
+    except TrainingSetupError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except RunInterrupted as exc:
+        print(f"\n{exc}. Continue with: {resume_command(prog, cfg.out)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
+    chosen = (
+        f"the best of the held-out evaluations (mean return {result.best_eval_return:.1f})"
+        if result.selected == "best"
+        else "the final agent"
+    )
+    print(f"trained {result.num_timesteps} environment steps; exported {chosen} to {result.policy_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
