@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from rlopt.control import ControlMode
-from rlopt.tasks import OptimizerName, TaskSize
+from rlopt.tasks import DEFAULT_TASK, OptimizerName, TaskSize, tasks_in
 
 StartMode = Literal["fixed", "random"]
 PresetName = Literal["default", "paper"]
@@ -74,8 +75,11 @@ class TrainConfig:
 
     control: ControlMode = "lr"
     """what the agent changes: lr (learning rate), rsgd (R-SGD reinforcement Γ) or lr+rsgd (both)."""
+    task: str = DEFAULT_TASK
+    """the training task (rlopt.tasks.TASKS), several comma-separated, or a split (train): every episode
+    draws one. Held-out tasks are refused."""
     optimizer: OptimizerName = "sgd"
-    """the optimizer being controlled (rsgd and lr+rsgd control need rsgd)."""
+    """the optimizer being controlled, whatever the task's (rsgd and lr+rsgd control need rsgd)."""
     episodes: int = 100
     """training budget in episodes (a budget of episodes × episode-steps environment steps)."""
     start: StartMode = "fixed"
@@ -111,9 +115,13 @@ class TrainConfig:
     validation_size: int = TaskSize.validation_size
     """held-out images scored at the end of every episode (from the dataset's validation split)."""
     episode_steps: int = TaskSize.episode_steps
-    """training steps per episode (Zhu et al.: 250)."""
-    batch_size: int = TaskSize.batch_size
-    """CNN mini-batch size (Zhu et al.: 32)."""
+    """training steps per episode (Zhu et al.: 250); the shortest episode when --max-episode-steps is set."""
+    max_episode_steps: int | None = None
+    """with it, every episode draws its length log-uniformly from [episode-steps, max-episode-steps]."""
+    random_lr_init: bool = False
+    """every episode starts from a rate drawn log-uniformly within the optimizer's lr bounds."""
+    batch_size: int | None = None
+    """mini-batch size; None takes the task's (Zhu et al.: 32)."""
     dqn: DQNSettings = field(default_factory=DQNSettings)
     """DQN hyperparameters (each a --dqn.FIELD flag)."""
 
@@ -121,18 +129,36 @@ class TrainConfig:
         if self.control != "lr" and self.optimizer != "rsgd":
             raise ValueError(f"--control {self.control} changes R-SGD's Γ: it needs --optimizer rsgd")
         for name in ("episodes", "n_envs", "checkpoint_every", "keep_checkpoints", "log_every", "threads",
-                     "eval_episodes", "episode_steps", "batch_size", "validation_size"):
+                     "eval_episodes", "episode_steps", "validation_size"):
             _require(getattr(self, name) >= 1, f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        _require(self.eval_every >= 0, f"--eval-every must be >= 0 (0 disables), got {self.eval_every}")
+        _require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _require(
-            self.train_size >= self.batch_size,
-            f"--train-size {self.train_size} is smaller than one batch (--batch-size {self.batch_size})",
+            self.max_episode_steps is None or self.max_episode_steps >= self.episode_steps,
+            f"--max-episode-steps {self.max_episode_steps} is below --episode-steps {self.episode_steps}",
+        )
+        held_out = {t.name for t in tasks_in("held-out")}
+        names = {n.strip() for n in self.task.split(",")}
+        _require(not names & (held_out | {"held-out"}),
+                 f"--task {self.task}: held-out tasks ({', '.join(sorted(held_out))}) are for evaluation only")
+        _require(self.eval_every >= 0, f"--eval-every must be >= 0 (0 disables), got {self.eval_every}")
+        batch = TaskSize.batch_size if self.batch_size is None else self.batch_size
+        _require(
+            self.train_size >= batch,
+            f"--train-size {self.train_size} is smaller than one batch (--batch-size {batch})",
         )
         _require(self.out.strip() != "", "--out must name a directory")
 
     @property
+    def mean_episode_steps(self) -> float:
+        """The expected episode length: ``episode_steps``, or the mean of the log-uniform range."""
+        low, high = self.episode_steps, self.max_episode_steps
+        if high is None or high == low:
+            return float(low)
+        return (high - low) / math.log(high / low)
+
+    @property
     def total_timesteps(self) -> int:
-        return self.episodes * self.episode_steps
+        return round(self.episodes * self.mean_episode_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,9 +19,12 @@ def env_config(cfg: TrainConfig, *, held_out: bool = False) -> EnvConfig:
     """The environment settings of a training run (``held_out``: evaluation start points)."""
     return EnvConfig(
         control=cfg.control,
+        task=cfg.task,
         optimizer=cfg.optimizer,
         start="random" if held_out else cfg.start,
         episode_steps=cfg.episode_steps,
+        max_episode_steps=cfg.max_episode_steps,
+        random_lr_init=cfg.random_lr_init,
         batch_size=cfg.batch_size,
         train_size=cfg.train_size,
         validation_size=cfg.validation_size,

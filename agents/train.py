@@ -73,8 +73,8 @@ __all__ = [
 #: settings a resumed run must share with the run it continues: they define the task, the agent and
 #: the layout of its replay buffer (one column per environment), so a change would not continue the run
 RESUME_INVARIANTS: tuple[str, ...] = (
-    "control", "optimizer", "start", "preset", "episode_steps", "batch_size", "train_size",
-    "validation_size", "data_dir", "seed", "n_envs", "dqn",
+    "control", "task", "optimizer", "start", "preset", "episode_steps", "max_episode_steps", "random_lr_init",
+    "batch_size", "train_size", "validation_size", "data_dir", "seed", "n_envs", "dqn",
 )
 
 
@@ -123,11 +123,12 @@ def check_setup(cfg: TrainConfig, *, progress: bool = True) -> None:
         raise RunDirectoryError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
     try:
         ecfg = env_config(cfg)
-        task = ecfg.task_spec
         # load (and on first use fetch) the data here, once, as the env will, so a problem is one line
         # now rather than a traceback inside every environment worker
-        data = derive_dataset(load_dataset(cfg.data_dir, progress=progress), task.dataset)
-        task_splits(data, cfg.train_size, cfg.validation_size, seed=ecfg.data_seed, batch_size=task.batch_size)
+        base = load_dataset(cfg.data_dir, progress=progress)
+        for task in ecfg.task_specs:
+            data = derive_dataset(base, task.dataset)
+            task_splits(data, cfg.train_size, cfg.validation_size, seed=ecfg.data_seed, batch_size=task.batch_size)
     except (DataError, ValueError) as exc:
         raise TrainingSetupError(str(exc)) from exc
 

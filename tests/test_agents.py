@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -182,9 +183,22 @@ def test_help_shows_each_default_once_and_the_choices() -> None:
 
 def test_task_size_defaults_come_from_task_size() -> None:
     cfg = TrainConfig()
-    assert (cfg.train_size, cfg.validation_size, cfg.batch_size, cfg.episode_steps) == (
-        TaskSize.train_size, TaskSize.validation_size, TaskSize.batch_size, TaskSize.episode_steps,
+    assert (cfg.train_size, cfg.validation_size, cfg.episode_steps) == (
+        TaskSize.train_size, TaskSize.validation_size, TaskSize.episode_steps,
     )
+    assert cfg.batch_size is None and env_config(cfg).task_spec.batch_size == TaskSize.batch_size
+
+
+def test_task_pools_lengths_and_starting_rates_reach_the_env() -> None:
+    cfg = TrainConfig(task="train", episode_steps=200, max_episode_steps=2000, random_lr_init=True)
+    ecfg = env_config(cfg)
+    assert {t.split for t in ecfg.task_specs} == {"train"} and len(ecfg.task_specs) > 3
+    assert (ecfg.max_episode_steps, ecfg.random_lr_init) == (2000, True)
+    assert cfg.total_timesteps == round(cfg.episodes * (2000 - 200) / math.log(2000 / 200))
+    with pytest.raises(ValueError, match="held-out"):
+        TrainConfig(task="mnist-cnn,rotated-cnn")
+    with pytest.raises(ValueError, match="max-episode-steps"):
+        TrainConfig(episode_steps=300, max_episode_steps=200)
 
 
 @pytest.mark.parametrize(
