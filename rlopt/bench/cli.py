@@ -1,9 +1,11 @@
 """The benchmark's command line (``evaluate.py`` and the ``rlopt-evaluate`` console script).
 
-The flags are :class:`rlopt.bench.runner.EvaluationConfig`'s fields, parsed by ``tyro.cli`` (their
+The flags are :class:`rlopt.bench.config.EvaluationConfig`'s fields, parsed by ``tyro.cli`` (their
 docstrings are the help), plus ``--out`` and ``--progress/--no-progress``. Every problem found before
-training (a bad value, an unusable output directory, policy file, dataset or device) is one line on
-stderr and exit status 2; the output directory is checked first, and nothing is created on failure.
+training (a bad value, an unusable output directory, policy file, oracle file, dataset, device or a
+missing peer package) is one line on stderr and exit status 2; the output directory is checked first,
+and nothing is created on failure. :func:`parse_config` is the same parsing for other command lines
+(``benchmarks/oracle.py``).
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import tyro
 
-from rlopt.bench.methods import BASELINE_NAMES, baseline
-from rlopt.bench.runner import TRACE_NAMES, EvaluationConfig, prepare, run
-from rlopt.bench.stats import OUTPUT_FILES, check_output_dir, format_table, summarize, write_outputs
+from rlopt.bench.config import GRIDS, EvaluationConfig, baseline_help
+from rlopt.bench.runner import TRACE_NAMES, prepare, run
+from rlopt.bench.stats import OUTPUT_FILES, check_output_dir, format_report, format_totals, summarize, write_outputs
 from rlopt.data import DataError
 from rlopt.scheduler import PolicyFileError
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "EvaluateArgs", "UsageError", "main", "parse_args"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "EvaluateArgs", "UsageError", "main", "parse_args", "parse_config"]
+
+T = TypeVar("T")
 
 #: the name messages start with when ``main`` is given its arguments (tests, other programs)
 PROG = "evaluate.py"
@@ -40,10 +44,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BOX = "│╭╮╰╯─ "
 #: where tyro's error box stops saying what went wrong
 _BOX_TRAILERS = ("Argument helptext:", "For full helptext")
-#: EvaluationConfig fields whose names appear in messages, and the flags users type for them
-_FLAG_NAMES = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(EvaluationConfig) if "_" in f.name}
-#: a field name standing alone (not part of a path or another name)
-_FIELD_IN_MESSAGE = re.compile(r"(?<![\w/\\.-])(" + "|".join(map(re.escape, _FLAG_NAMES)) + r")(?![\w/\\-]|\.\w)")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class EvaluateArgs:
     config: Annotated[EvaluationConfig, tyro.conf.arg(name="", prefix_name=False)] = field(
         default_factory=EvaluationConfig
     )
-    """what to compare, on which task, for how long."""
+    """what to compare, on which tasks, for which budgets."""
     out: Annotated[Path, tyro.conf.arg(metavar="DIR")] = Path("runs/eval")
     """output directory (created if missing; existing result files in it are replaced)."""
     progress: bool = True
@@ -65,19 +65,25 @@ class UsageError(ValueError):
 
 
 def _description() -> str:
-    baselines = "; ".join(f"{name}: {baseline(name).description}" for name in BASELINE_NAMES)
     outputs = ", ".join(OUTPUT_FILES.values())
+    grids = "; ".join(
+        f"{name}: tasks {','.join(g.tasks)}, budgets {','.join(map(str, g.budgets))}, {g.seeds} seeds, "
+        f"baselines {','.join(g.baselines) if name != 'full' else 'all'}"
+        for name, g in GRIDS.items()
+    )
     return (
-        "Train a fresh model with every method (exported learned schedulers and baselines) on held-out seeds "
-        "that agent training never draws, and compare them. Within a seed every method starts from the same "
-        "initial weights and sees the same batches in the same order (paired comparison). Per run: the "
-        "training-loss curve, steps until the smoothed training loss first reaches the threshold ('not "
-        "reached' otherwise), the final model's training loss, validation and test loss/accuracy, wall time, "
-        "and the per-step traces.\n\n"
-        f"Baselines: {baselines}.\n\n"
-        f"Outputs in --out: {outputs} (curves.npz holds arrays [method, seed, step]: {', '.join(TRACE_NAMES)}; "
-        "'not reached' is null in JSON and an empty cell in CSV).\n\n"
-        "Exit status 2: an unusable setting, policy file, dataset, device or output directory."
+        "Train a fresh model with every method (exported learned schedulers and the baselines a user would pick "
+        "instead) on every task, at every budget, from held-out seeds that agent training and oracle tuning never "
+        "draw, and compare them. Within a task and seed every method starts from the same initial weights and "
+        "sees the same batches in the same order (paired comparison). Budget-aware methods (cosine, linear, the "
+        "oracles, learned schedulers) are told the budget. Per task x budget: mean and 95% confidence interval "
+        "(Student t) of the final training loss, test loss and accuracy; steps to the threshold where reached; "
+        "one verdict line (paired wins per seed) per learned scheduler and baseline.\n\n"
+        f"Grids (--grid; --tasks/--budgets/--seeds/--baselines replace their part): {grids}.\n\n"
+        f"Baselines: {baseline_help()}.\n\n"
+        f"Outputs in --out: {outputs} (curves.npz: arrays TASK/BUDGET/TRACE [method, seed, step] of "
+        f"{', '.join(TRACE_NAMES)}).\n\n"
+        "Exit status 2: an unusable setting, policy file, oracle file, dataset, device, package or output directory."
     )
 
 
@@ -85,9 +91,19 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def _with_flag_names(message: str) -> str:
+def _flag_names(cls: type) -> dict[str, str]:
+    """Field names with an underscore, and the flags users type for them."""
+    return {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(cls) if "_" in f.name}
+
+
+def _with_flag_names(message: str, cls: type = EvaluationConfig) -> str:
     """Messages name settings by field (``train_size``); the command line's user typed ``--train-size``."""
-    return _FIELD_IN_MESSAGE.sub(lambda match: _FLAG_NAMES[match.group(1)], message)
+    names = _flag_names(cls)
+    if not names:
+        return message
+    # a field name standing alone (not part of a path or another name)
+    pattern = re.compile(r"(?<![\w/\\.-])(" + "|".join(map(re.escape, names)) + r")(?![\w/\\-]|\.\w)")
+    return pattern.sub(lambda match: names[match.group(1)], message)
 
 
 def _condense_tyro_error(text: str) -> str:
@@ -119,24 +135,31 @@ def _unwrapped_errors(argv: Sequence[str]) -> Iterator[None]:
             os.environ["COLUMNS"] = previous
 
 
+def parse_config(cls: type[T], argv: Sequence[str] | None, *, prog: str, description: str,
+                 fields_of: type | None = None) -> T:
+    """``tyro.cli(cls)`` on ``argv``; raises :class:`UsageError` (one line, settings named by their flags,
+    read from ``fields_of``) for bad input. ``--help`` prints the help and raises ``SystemExit(0)``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    captured = io.StringIO()
+    try:
+        with _unwrapped_errors(args), contextlib.redirect_stderr(captured):
+            parsed: T = tyro.cli(cls, args=args, prog=prog, description=description)
+    except SystemExit as exc:
+        if not exc.code:
+            raise
+        raise UsageError(_with_flag_names(_condense_tyro_error(captured.getvalue()), fields_of or cls)) from None
+    except ValueError as exc:  # a check in a __post_init__ that tyro passed on
+        raise UsageError(_with_flag_names(_one_line(str(exc)), fields_of or cls)) from None
+    sys.stderr.write(captured.getvalue())  # warnings, if any
+    return parsed
+
+
 def parse_args(argv: Sequence[str] | None = None, *, prog: str = PROG) -> EvaluateArgs:
     """The command line as :class:`EvaluateArgs`; raises :class:`UsageError` (one line) for bad input.
 
     ``--help`` prints the help and raises ``SystemExit(0)``, as argparse does.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    captured = io.StringIO()
-    try:
-        with _unwrapped_errors(args), contextlib.redirect_stderr(captured):
-            parsed = tyro.cli(EvaluateArgs, args=args, prog=prog, description=_description())
-    except SystemExit as exc:
-        if not exc.code:
-            raise
-        raise UsageError(_with_flag_names(_condense_tyro_error(captured.getvalue()))) from None
-    except ValueError as exc:  # a check in EvaluationConfig.__post_init__ that tyro passed on
-        raise UsageError(_with_flag_names(_one_line(str(exc)))) from None
-    sys.stderr.write(captured.getvalue())  # warnings, if any
-    return parsed
+    return parse_config(EvaluateArgs, argv, prog=prog, description=_description(), fields_of=EvaluationConfig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,11 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     summary = summarize(result)
-    print(format_table(result, summary))  # first: the table survives an output directory removed meanwhile
+    print(format_report(result, summary))  # first: the report survives an output directory removed meanwhile
     try:
         paths = write_outputs(result, args.out, summary)
     except (OSError, ValueError) as exc:  # the directory became unusable during the runs
         print(f"{prog}: could not write the results to {args.out}: {_one_line(str(exc))}", file=sys.stderr)
         return 1
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    print(format_totals(result))
     return 0
