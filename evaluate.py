@@ -1,4 +1,5 @@
-"""Compare learned schedulers with Adam, SGD, momentum and R-SGD on held-out seeds (``--help``).
+"""The benchmark: learned schedulers against tuning-free peers, budget-aware schedules and a tuned
+oracle, per task and budget, on held-out seeds (``--help``).
 
 The command line is :mod:`rlopt.bench.cli` (also installed as ``rlopt-evaluate``).
 """

@@ -36,7 +36,7 @@ __all__ = [
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: mini-batch size of evaluation passes (memory and speed only: 8000 CNN images took 1.3 s at 250, 2.3 s at 2000)
+#: mini-batch size of evaluation passes (memory and speed only, not results)
 EVAL_BATCH_SIZE = 250
 
 #: random start points (network initialisation, batch order) of agent training are seeded from
@@ -46,7 +46,7 @@ TRAIN_SEED_RANGE = 2**30
 HELD_OUT_SEED_BASE = 2**30
 #: … the benchmark's tuned oracle tunes on TUNING_SEED_BASE + i (evaluation stays below it) …
 TUNING_SEED_BASE = 2**30 + 2**28
-#: … and model selection during training draws from [SELECTION_SEED_BASE, 2**31): the three never meet
+#: … and model selection during training draws from [SELECTION_SEED_BASE, 2**31): the four never meet
 SELECTION_SEED_BASE = 2**30 + 2**29
 SELECTION_SEED_RANGE = 2**29
 

@@ -60,7 +60,7 @@ from rlopt.control import ObservationSpec, ema_update
 from rlopt.optim import RSGD
 from rlopt.scheduler import LearnedScheduler, PolicyFileError, load_policy
 from rlopt.schedules import PaperLRDecay, PowerReinforcement, make_momentum_sgd
-from rlopt.training import make_optimizer
+from rlopt.training import OPTIMIZER_PRESETS, make_optimizer
 
 if TYPE_CHECKING:
     from rlopt.bench.oracle import OracleTable
@@ -140,9 +140,9 @@ SCHEDULE_NAMES: tuple[ScheduleName, ...] = get_args(ScheduleName)
 class BaselineSettings:
     """Every number of the baseline methods (docs/benchmarks.md: why these values)."""
 
-    adam_lr: float = 1e-3
+    adam_lr: float = OPTIMIZER_PRESETS["adam"].lr
     """Adam's step size (Zhu et al.'s Adam baseline; torch's default)."""
-    sgd_lr: float = 0.1
+    sgd_lr: float = OPTIMIZER_PRESETS["sgd"].lr
     """rate of sgd and plateau (their starting rate), and the peak of cosine and linear."""
     momentum: float = 0.9
     """heavy-ball momentum μ of momentum."""
@@ -150,7 +150,7 @@ class BaselineSettings:
     """lr of momentum: lr/(1 − μ) = 0.1 matches sgd's effective step."""
     nesterov_lr: float = 0.01
     """lr of nesterov-adaptive (ρ_t = Γ(t) → 1, so the effective step keeps growing)."""
-    rsgd_lr: float = 0.01
+    rsgd_lr: float = OPTIMIZER_PRESETS["rsgd"].lr
     """R-SGD's η0 on the CNN; the paper's 0.8 is for its sigmoid MLP with quadratic error."""
     rsgd_decay_beta: float = 0.999
     """β of the paper's per-epoch decay η_n = η_{n-1}·β^n (Algorithm 1)."""
