@@ -10,7 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agents.callbacks import ControlLoggingCallback, RunCheckpointCallback, save_checkpoint
+    from agents.callbacks import (
+        ControlLoggingCallback,
+        EvalScore,
+        RunCheckpointCallback,
+        ValLossEvalCallback,
+        save_checkpoint,
+    )
     from agents.cli import main, parse_config
     from agents.config import DQNSettings, TrainConfig
     from agents.dqn import env_config, make_dqn, make_vec_env
@@ -20,6 +26,8 @@ if TYPE_CHECKING:
 _HOME = {
     "ControlLoggingCallback": "agents.callbacks",
     "RunCheckpointCallback": "agents.callbacks",
+    "EvalScore": "agents.callbacks",
+    "ValLossEvalCallback": "agents.callbacks",
     "save_checkpoint": "agents.callbacks",
     "main": "agents.cli",
     "parse_config": "agents.cli",
@@ -40,12 +48,14 @@ _HOME = {
 __all__ = [
     "ControlLoggingCallback",
     "DQNSettings",
+    "EvalScore",
     "RunCheckpointCallback",
     "RunDirectoryError",
     "RunInterrupted",
     "TrainConfig",
     "TrainResult",
     "TrainingSetupError",
+    "ValLossEvalCallback",
     "env_config",
     "export_policy",
     "main",

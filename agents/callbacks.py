@@ -1,5 +1,9 @@
 """stable-baselines3 callbacks and log writers: TensorBoard records, progress, checkpoints, the best agent.
 
+The best agent is chosen by what a user of the exported scheduler cares about: the mean final
+validation loss of the network it trained, over the same held-out episodes at every evaluation
+(:class:`ValLossEvalCallback`), not the return.
+
 The progress bar is our own tqdm bar rather than SB3's ``ProgressBarCallback``: SB3's needs ``rich``
 (not a dependency of rlopt) and cannot show the last episode's return and validation accuracy.
 """
@@ -9,18 +13,23 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import CSVOutputFormat, filter_excluded_keys
+from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
 from agents.rundir import TMP_PREFIX, Checkpoint, Manifest, checkpoints_in, sha256_of, write_text_atomic
 
 BEST_MODEL_NAME = "best_model.zip"
-BEST_RETURN_NAME = "best_eval_return.json"
+BEST_EVAL_NAME = "best_eval.json"
 
 
 class ControlLoggingCallback(BaseCallback):
@@ -139,11 +148,172 @@ class RunCheckpointCallback(CheckpointCallback):
             self.manifest.forget(*(path for checkpoint in stale for path in checkpoint.files))
 
 
-class RecordBestModel(BaseCallback):
-    """``EvalCallback(callback_on_new_best=...)``: record the best model's sha256 and its return.
+@dataclass(frozen=True)
+class EvalScore:
+    """One greedy evaluation of the agent on the held-out episodes; lower :attr:`rank` is better.
 
-    SB3's ``EvalCallback`` has just written ``best_model.zip``; this records it in the manifest (so a
-    resumed run may load it) and writes ``best_eval_return.json`` next to it.
+    Attributes:
+        val_loss: mean final validation loss over the episodes whose network did not diverge
+            (NaN when all did).
+        diverged: episodes that ended with a non-finite validation loss (a broken network).
+        episodes: episodes evaluated.
+        mean_return: mean episode return, for the record; it does not rank.
+        num_timesteps: agent training steps when it was evaluated.
+    """
+
+    val_loss: float
+    diverged: int
+    episodes: int
+    mean_return: float
+    num_timesteps: int
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        """``(diverged, val_loss)``: an agent that broke fewer networks always ranks first, as a
+        scheduler that sometimes collapses training is worse than none; then the lower mean loss."""
+        return self.diverged, self.val_loss if math.isfinite(self.val_loss) else math.inf
+
+    def better_than(self, other: EvalScore | None) -> bool:
+        return other is None or self.rank < other.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalScore:
+        return cls(
+            val_loss=float(data["val_loss"]), diverged=int(data["diverged"]), episodes=int(data["episodes"]),
+            mean_return=float(data["mean_return"]), num_timesteps=int(data["num_timesteps"]),
+        )
+
+
+class ValLossEvalCallback(EvalCallback):
+    """SB3's ``EvalCallback``, selecting the agent by the final validation loss of held-out episodes.
+
+    Every ``eval_freq`` calls it runs ``n_eval_episodes`` greedy episodes (SB3's ``evaluate_policy``)
+    and reads ``info["val_loss"]`` at the end of each. Before every evaluation the evaluation env is
+    re-seeded with ``seed``, so each evaluation trains the same networks from the same start points
+    (task, length, starting rate, initialisation and batch order are all drawn from that seed):
+    two agents are compared on identical episodes, and only their actions differ. An agent whose
+    :class:`EvalScore` ranks before the best so far is saved as ``best_model.zip`` and
+    ``callback_on_new_best`` runs (:class:`RecordBestModel`); :attr:`best` holds its score.
+
+    Logs ``eval/val_loss``, ``eval/val_accuracy``, ``eval/diverged``, ``eval/mean_reward`` and
+    ``eval/mean_ep_length``; ``evaluations.npz`` in ``log_path`` also holds every episode's
+    ``val_losses``. One evaluation costs ``n_eval_episodes`` full episodes of network training.
+    """
+
+    def __init__(
+        self,
+        eval_env: gym.Env | VecEnv,
+        *,
+        seed: int,
+        callback_on_new_best: BaseCallback | None = None,
+        n_eval_episodes: int = 5,
+        eval_freq: int = 10000,
+        log_path: str | None = None,
+        best_model_save_path: str | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            eval_env,
+            callback_on_new_best=callback_on_new_best,
+            n_eval_episodes=n_eval_episodes,
+            eval_freq=eval_freq,
+            log_path=log_path,
+            best_model_save_path=best_model_save_path,
+            deterministic=True,
+            verbose=verbose,
+        )
+        self.seed = seed
+        self.best: EvalScore | None = None
+        self.last: EvalScore | None = None
+        self.evaluations_val_losses: list[list[float]] = []
+        self._val_losses: list[float] = []
+        self._val_accuracies: list[float] = []
+
+    def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        super()._log_success_callback(locals_, globals_)
+        if not locals_["done"]:
+            return
+        info = locals_["info"]
+        if "val_loss" not in info:
+            raise RuntimeError("the evaluation env reports no info['val_loss'] at the end of an episode; "
+                               "ValLossEvalCallback needs rlopt's HyperparamControlEnv")
+        value = float(info["val_loss"])
+        self._val_losses.append(value if math.isfinite(value) else math.nan)
+        self._val_accuracies.append(float(info.get("val_accuracy", math.nan)))
+
+    def evaluate(self) -> EvalScore:
+        """Run the held-out episodes now, log them, and return their score (does not select)."""
+        self.eval_env.seed(self.seed)  # the same episodes at every evaluation
+        self._is_success_buffer, self._val_losses, self._val_accuracies = [], [], []
+        episode_rewards, episode_lengths = evaluate_policy(
+            self.model,
+            self.eval_env,
+            n_eval_episodes=self.n_eval_episodes,
+            deterministic=True,
+            return_episode_rewards=True,
+            warn=self.warn,
+            callback=self._log_success_callback,
+        )
+        assert isinstance(episode_rewards, list) and isinstance(episode_lengths, list)
+        losses = np.asarray(self._val_losses, dtype=np.float64)
+        finite = losses[np.isfinite(losses)]
+        score = EvalScore(
+            val_loss=float(finite.mean()) if finite.size else math.nan,
+            diverged=int(losses.size - finite.size),
+            episodes=len(episode_rewards),
+            mean_return=float(np.mean(episode_rewards)),
+            num_timesteps=int(self.num_timesteps),
+        )
+        self.last = score
+        self.last_mean_reward = score.mean_return
+        if self.log_path is not None:
+            self.evaluations_timesteps.append(self.num_timesteps)
+            self.evaluations_results.append([float(r) for r in episode_rewards])
+            self.evaluations_length.append([int(n) for n in episode_lengths])
+            self.evaluations_val_losses.append(list(self._val_losses))
+            np.savez(
+                self.log_path,
+                timesteps=self.evaluations_timesteps,
+                results=self.evaluations_results,
+                ep_lengths=self.evaluations_length,
+                val_losses=self.evaluations_val_losses,
+            )
+        self.logger.record("eval/val_loss", score.val_loss)
+        self.logger.record("eval/val_accuracy", float(np.nanmean(self._val_accuracies)) if finite.size else math.nan)
+        self.logger.record("eval/diverged", score.diverged)
+        self.logger.record("eval/mean_reward", score.mean_return)
+        self.logger.record("eval/mean_ep_length", float(np.mean(episode_lengths)))
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(self.num_timesteps)
+        if self.verbose >= 1:
+            print(f"Eval num_timesteps={self.num_timesteps}, val_loss={score.val_loss:.4f}, "
+                  f"diverged={score.diverged}/{score.episodes}, return={score.mean_return:.2f}")
+        return score
+
+    def _on_step(self) -> bool:
+        if self.eval_freq <= 0 or self.n_calls % self.eval_freq != 0:
+            return True
+        score = self.evaluate()
+        continue_training = True
+        if score.better_than(self.best):
+            if self.best_model_save_path is not None:
+                self.model.save(os.path.join(self.best_model_save_path, "best_model"))
+            self.best = score
+            if self.callback_on_new_best is not None:
+                continue_training = self.callback_on_new_best.on_step()
+        if self.callback is not None:
+            continue_training = continue_training and self._on_event()
+        return continue_training
+
+
+class RecordBestModel(BaseCallback):
+    """``ValLossEvalCallback(callback_on_new_best=...)``: record the best model's sha256 and its score.
+
+    The evaluation callback has just written ``best_model.zip``; this records it in the manifest (so
+    a resumed run may load it) and writes its :class:`EvalScore` to ``best_eval.json`` next to it.
     """
 
     def __init__(self, best_dir: Path, manifest: Manifest) -> None:
@@ -152,11 +322,13 @@ class RecordBestModel(BaseCallback):
         self.manifest = manifest
 
     def _on_step(self) -> bool:
-        assert isinstance(self.parent, EvalCallback), "RecordBestModel is EvalCallback's callback_on_new_best"
+        parent = self.parent
+        assert isinstance(parent, ValLossEvalCallback) and parent.best is not None, (
+            "RecordBestModel is ValLossEvalCallback's callback_on_new_best"
+        )
         best_model = self.best_dir / BEST_MODEL_NAME
         self.manifest.record({best_model: sha256_of(best_model)})
-        record = {"best_eval_return": float(self.parent.best_mean_reward), "num_timesteps": self.num_timesteps}
-        write_text_atomic(self.best_dir / BEST_RETURN_NAME, json.dumps(record) + "\n")
+        write_text_atomic(self.best_dir / BEST_EVAL_NAME, json.dumps(parent.best.to_dict()) + "\n")
         return True
 
 

@@ -158,11 +158,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing was saved", file=sys.stderr)
         return 130
-    chosen = (
-        f"the best of the held-out evaluations (mean return {result.best_eval_return:.1f})"
-        if result.selected == "best"
-        else "the final agent"
-    )
+    best = result.best_eval
+    chosen = "the final agent"
+    if result.selected == "best" and best is not None:
+        diverged = f", {best.diverged} diverged" if best.diverged else ""
+        chosen = (f"the best of the held-out evaluations (mean final validation loss {best.val_loss:.4f} on "
+                  f"{best.episodes} episodes{diverged}; mean return {best.mean_return:.1f})")
     print(f"trained {result.num_timesteps} environment steps; exported {chosen} to {result.policy_path}")
     return 0
 

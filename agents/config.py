@@ -101,9 +101,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """newest checkpoints kept in OUT/checkpoints (older ones are deleted)."""
     eval_every: int = 2000
-    """environment steps between greedy evaluations on held-out start points (0 disables)."""
-    eval_episodes: int = 3
-    """held-out episodes per evaluation."""
+    """environment steps between greedy evaluations on held-out start points (0 disables); the exported
+    policy is the evaluated agent with the lowest mean final validation loss."""
+    eval_episodes: int = 6
+    """held-out episodes per evaluation, the same ones every time; each costs a full episode of training."""
     log_every: int = 10
     """environment steps between per-step TensorBoard records (lr, Γ, loss, reward tier)."""
     threads: int = 1

@@ -6,7 +6,9 @@ Layout of ``OUT``::
     config.json                the settings that ran (a resume restores flags it was not given from here)
     checkpoints/dqn_N_steps.zip, checkpoints/dqn_replay_buffer_N_steps.pkl
     checkpoints/manifest.json  sha256 of every checkpoint file this run wrote
-    best/best_model.zip        the agent of the best held-out evaluation (also in the manifest)
+    best/best_model.zip        the agent with the lowest mean final validation loss on the held-out
+                               evaluation episodes (also in the manifest); best/best_eval.json its score
+    eval/evaluations.npz       every evaluation: returns, lengths and final validation losses
     tb/                        TensorBoard events and progress.csv
 
 **A run directory is trusted input only through its manifest.** Model zips and replay buffers are

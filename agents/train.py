@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -29,16 +28,18 @@ from pathlib import Path
 
 import torch
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, make_output_format
 
 from agents.callbacks import (
+    BEST_EVAL_NAME,
     BEST_MODEL_NAME,
-    BEST_RETURN_NAME,
     AppendingCSVOutputFormat,
     ControlLoggingCallback,
+    EvalScore,
     RecordBestModel,
     RunCheckpointCallback,
+    ValLossEvalCallback,
     save_checkpoint,
 )
 from agents.config import TrainConfig
@@ -83,8 +84,8 @@ class TrainResult:
     policy_path: Path
     num_timesteps: int
     resumed_from: int
-    selected: str  # "best" (highest held-out evaluation return) or "last"
-    best_eval_return: float | None
+    selected: str  # "best" (lowest mean final validation loss on the held-out episodes) or "last"
+    best_eval: EvalScore | None
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -212,16 +213,16 @@ def load_newest_intact(checkpoint_dir: Path, manifest: Manifest) -> tuple[DQN, C
     raise RunDirectoryError(f"--resume: no intact checkpoint left in {checkpoint_dir}")
 
 
-def _best_so_far(out: Path, manifest: Manifest) -> float | None:
-    """The best held-out return of the run, if its ``best_model.zip`` is the one the run recorded."""
+def _best_so_far(out: Path, manifest: Manifest) -> EvalScore | None:
+    """The score of the run's best agent, if its ``best_model.zip`` is the one the run recorded."""
     best_dir = out / "best"
     if manifest.problem_with(best_dir / BEST_MODEL_NAME) is not None:
         return None
     try:
-        value = float(json.loads((best_dir / BEST_RETURN_NAME).read_text())["best_eval_return"])
+        data = json.loads((best_dir / BEST_EVAL_NAME).read_text())
+        return EvalScore.from_dict(data) if isinstance(data, dict) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return value if math.isfinite(value) else None
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
@@ -283,19 +284,18 @@ def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool) -> 
             )
             # the evaluation env runs in this process while training envs may run in workers
             warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
-            evaluator = EvalCallback(
+            # the same model-selection episodes at every evaluation, also after a resume
+            evaluator = ValLossEvalCallback(
                 eval_env,
+                seed=cfg.seed + 1,
                 callback_on_new_best=RecordBestModel(out / "best", manifest),
                 n_eval_episodes=cfg.eval_episodes,
                 eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
                 log_path=str(out / "eval"),
                 best_model_save_path=str(out / "best"),
-                deterministic=True,
-                verbose=0,
             )
-            best = _best_so_far(out, manifest) if resumed_from else None
-            if best is not None:  # a resumed run keeps the best so far
-                evaluator.best_mean_reward = best
+            if resumed_from:  # a resumed run keeps the best so far
+                evaluator.best = _best_so_far(out, manifest)
             callbacks.append(evaluator)
 
         remaining = cfg.total_timesteps - model.num_timesteps
@@ -315,15 +315,15 @@ def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool) -> 
         metadata = {"train_config": cfg.to_dict(), "env_config": ecfg.to_dict(), "resumed_from": resumed_from}
         export(model, out / "policy_last.rlopt", *specs, metadata={**metadata, "selected": "last"})
         best_path = out / "best" / BEST_MODEL_NAME
-        best_return = _best_so_far(out, manifest)
-        if best_path.exists() and best_return is None:
-            print(f"not exporting {best_path}: {manifest.problem_with(best_path) or 'no recorded return'}; "
+        best_eval = _best_so_far(out, manifest)
+        if best_path.exists() and best_eval is None:
+            print(f"not exporting {best_path}: {manifest.problem_with(best_path) or 'no recorded evaluation'}; "
                   "exporting the final agent instead", file=sys.stderr)
-        selected = "best" if best_return is not None else "last"
+        selected = "best" if best_eval is not None else "last"
         chosen = _load_dqn(best_path) if selected == "best" else model
+        record = None if best_eval is None else best_eval.to_dict()
         policy_path = export(
-            chosen, out / "policy.rlopt", *specs,
-            metadata={**metadata, "selected": selected, "best_eval_return": best_return},
+            chosen, out / "policy.rlopt", *specs, metadata={**metadata, "selected": selected, "best_eval": record}
         )
     finally:
         if logger is not None:
@@ -336,5 +336,5 @@ def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool) -> 
         num_timesteps=model.num_timesteps,
         resumed_from=resumed_from,
         selected=selected,
-        best_eval_return=best_return,
+        best_eval=best_eval,
     )

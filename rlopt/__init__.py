@@ -6,8 +6,17 @@
 """
 
 from rlopt.optim import RSGD, LangevinSGD
-from rlopt.scheduler import LearnedScheduler, Policy, PolicyFileError
+from rlopt.scheduler import LearnedScheduler, Policy, PolicyFileError, SafetyConfig, pretrained_names
 
 __version__ = "0.1.0"
 
-__all__ = ["RSGD", "LangevinSGD", "LearnedScheduler", "Policy", "PolicyFileError", "__version__"]
+__all__ = [
+    "RSGD",
+    "LangevinSGD",
+    "LearnedScheduler",
+    "Policy",
+    "PolicyFileError",
+    "SafetyConfig",
+    "__version__",
+    "pretrained_names",
+]

@@ -19,17 +19,22 @@ weights         the Q-network's tensors, ``nn.Sequential`` names (``"0.weight"``
 metadata        free-form: training configuration, rlopt version, results
 ==============  ==================================================================================
 
+Pretrained policies ship inside the package as ``rlopt/policies/<name>.rlopt``
+(:func:`pretrained_names`, :meth:`LearnedScheduler.pretrained`); ``rlopt/policies/README.md`` records
+the command, training CPU time and commit that made each.
+
 Nothing here imports gymnasium or stable-baselines3.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import itertools
 import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,12 +47,19 @@ from rlopt.control import (
     Controller,
     ObservationSpec,
     check_within_bounds,
+    ema_update,
     reinforcement_of,
 )
 from rlopt.tasks import OPTIMIZER_NAMES
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 POLICY_FORMAT = "rlopt-policy"
 POLICY_VERSION = 2
+#: the package whose ``<name>.rlopt`` files are the pretrained policies
+PRETRAINED_PACKAGE = "rlopt.policies"
+POLICY_SUFFIX = ".rlopt"
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -180,6 +192,42 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     return Policy(q_network, observation, actions, optimizer_name, initial_lr, activation, dict(metadata))
 
 
+def _pretrained_files() -> dict[str, Traversable]:
+    """``{name: resource}`` of every ``<name>.rlopt`` in :data:`PRETRAINED_PACKAGE`."""
+    try:
+        root = importlib.resources.files(PRETRAINED_PACKAGE)
+    except ModuleNotFoundError:  # an install without the policies package ships none
+        return {}
+    return {
+        entry.name.removesuffix(POLICY_SUFFIX): entry
+        for entry in root.iterdir()
+        if entry.name.endswith(POLICY_SUFFIX) and entry.is_file()
+    }
+
+
+def pretrained_names() -> tuple[str, ...]:
+    """Names of the pretrained policies this rlopt ships, sorted (``LearnedScheduler.pretrained(name, ...)``)."""
+    return tuple(sorted(_pretrained_files()))
+
+
+def pretrained_policy(name: str) -> Policy:
+    """The shipped policy ``name`` (see :func:`pretrained_names`), read with :func:`load_policy`.
+
+    Raises ``ValueError`` for a name this rlopt does not ship (the message lists those it does) and
+    :class:`PolicyFileError` for a shipped file that does not load.
+    """
+    files = _pretrained_files()
+    if name not in files:
+        if not files:
+            raise ValueError(
+                f"no pretrained policy {name!r}: this rlopt ships no pretrained policies yet ({PRETRAINED_PACKAGE} "
+                "holds no .rlopt file); train one with rlopt-train and pass its policy.rlopt path to LearnedScheduler"
+            )
+        raise ValueError(f"no pretrained policy {name!r}; this rlopt ships {', '.join(sorted(files))}")
+    with importlib.resources.as_file(files[name]) as path:
+        return load_policy(path)
+
+
 class GreedyQ:
     """The greedy action of a ``Linear → act → … → Linear`` Q-network, in NumPy on cached weights.
 
@@ -216,6 +264,125 @@ class GreedyQ:
         return int(np.argmax(self.q_values(observation)))  # argmax: the first of equal maxima
 
 
+@dataclass(frozen=True)
+class SafetyConfig:
+    """When a :class:`LearnedScheduler` overrides its policy to keep a run from collapsing.
+
+    A learned policy can raise the rate until training breaks; the safety net makes a scheduler
+    that is never much worse than doing nothing. It is a setting of the deployed scheduler, not of
+    the policy: policy files do not store it, and the training environment (:mod:`envs`) runs
+    without it, so agents are trained and selected on what the policy alone does.
+
+    The scheduler keeps its own moving average S_t of the finite losses (β = ``loss_smoothing``)
+    and B_t, the lowest S so far; S_1 is the first. It **backs off** — multiplies every param
+    group's learning rate by ``backoff``, no lower than the policy's lower lr bound, *instead of*
+    the policy's action — when
+
+    * the loss is NaN or ±inf (at every such step), or
+    * S_t > ``rise_factor`` · B_t **and** S_t − B_t > ``progress_fraction`` · (S_1 − B_t): the smoothed
+      loss is above its best and has given back a large share of the progress made since the
+      start. The second test keeps the net quiet on the small, noisy losses late in a run; the
+      first on the noise of the first steps, before there is progress to lose, while still
+      catching the early blow-up of a starting rate that is too high. (For B_t ≤ 0, a loss that
+      can be negative, only the second applies.) A rise backs off at most once per
+      ``cooldown_steps`` steps, so the moving average can show the lowered rate's effect before
+      the next back-off.
+
+    For ``hold_steps`` steps after a back-off the policy acts as usual, except that the learning
+    rate cannot rise above the value it was backed off to.
+
+    It acts on the learning rate only: a policy that controls just R-SGD's Γ (mode ``"rsgd"``) runs
+    without it. ``LearnedScheduler(..., safety=None)`` switches it off.
+    """
+
+    rise_factor: float = 1.1
+    """back off when the smoothed loss exceeds this multiple of its lowest value (and the progress test holds)."""
+    progress_fraction: float = 0.3
+    """... and its rise above the lowest value exceeds this share of the progress from the first value to it."""
+    backoff: float = 0.5
+    """factor applied to the learning rate at a back-off (the lower lr bound is the floor)."""
+    cooldown_steps: int = 10
+    """steps between back-offs for a rising loss; about the memory 1 / (1 − β) of the moving average."""
+    hold_steps: int = 50
+    """steps after a back-off during which the learning rate may not exceed its backed-off value."""
+    loss_smoothing: float = ObservationSpec.loss_smoothing
+    """β of the safety net's moving average of the loss."""
+
+    def __post_init__(self) -> None:
+        if not 1 < self.rise_factor < math.inf:
+            raise ValueError(f"rise_factor must be a finite number > 1, got {self.rise_factor}")
+        if not 0 <= self.progress_fraction <= 1:
+            raise ValueError(f"progress_fraction must lie in [0, 1], got {self.progress_fraction}")
+        if not 0 < self.backoff < 1:
+            raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
+        if self.cooldown_steps < 1 or self.hold_steps < 0:
+            raise ValueError(f"cooldown_steps must be >= 1 and hold_steps >= 0, got {self.cooldown_steps}, "
+                             f"{self.hold_steps}")
+        if not 0 <= self.loss_smoothing < 1:
+            raise ValueError(f"loss_smoothing must lie in [0, 1), got {self.loss_smoothing}")
+
+
+#: the safety net a :class:`LearnedScheduler` runs with unless told otherwise
+DEFAULT_SAFETY = SafetyConfig()
+
+
+class SafetyNet:
+    """The run state of :class:`SafetyConfig`'s rules: the moving average, its best and first
+    values, and the cooldown and hold counters. :meth:`LearnedScheduler.step` drives it."""
+
+    def __init__(self, config: SafetyConfig) -> None:
+        self.config = config
+        self.smoothed: float | None = None
+        self.best: float | None = None
+        self.first: float | None = None
+        self.steps_since_backoff = config.cooldown_steps  # the first rise may back off at once
+        self.hold_left = 0
+        self.hold_caps: list[float] = []
+
+    def should_back_off(self, loss: float) -> bool:
+        """Record one step's loss; ``True`` when the rules call for a back-off now."""
+        cfg = self.config
+        self.steps_since_backoff += 1
+        if not math.isfinite(loss):
+            return True  # kept out of the average: one inf would make it inf for good
+        smoothed = self.smoothed = ema_update(self.smoothed, loss, cfg.loss_smoothing)
+        first = self.first = smoothed if self.first is None else self.first
+        best = self.best = smoothed if self.best is None else min(self.best, smoothed)
+        rose = smoothed - best > cfg.progress_fraction * (first - best) and (
+            best <= 0 or smoothed > cfg.rise_factor * best
+        )
+        return rose and self.steps_since_backoff >= cfg.cooldown_steps
+
+    def backed_off(self, rates: list[float]) -> None:
+        """Start the cooldown and the hold at the backed-off ``rates`` (one per param group)."""
+        self.steps_since_backoff = 0
+        self.hold_left = self.config.hold_steps
+        self.hold_caps = list(rates)
+
+    def cap(self, rates: list[float]) -> list[float]:
+        """``rates`` held at or below the backed-off ones while a hold lasts (one step of it)."""
+        if self.hold_left <= 0:
+            return rates
+        self.hold_left -= 1
+        return [min(rate, cap) for rate, cap in zip(rates, self.hold_caps, strict=True)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "smoothed": self.smoothed,
+            "best": self.best,
+            "first": self.first,
+            "steps_since_backoff": self.steps_since_backoff,
+            "hold_left": self.hold_left,
+            "hold_caps": list(self.hold_caps),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.smoothed, self.best, self.first = state["smoothed"], state["best"], state["first"]
+        self.steps_since_backoff = int(state["steps_since_backoff"])
+        self.hold_left = int(state["hold_left"])
+        self.hold_caps = [float(c) for c in state["hold_caps"]]
+
+
 class LearnedScheduler(LRScheduler):
     """Set an optimizer's hyperparameters every step with a learned DQN policy (greedy actions).
 
@@ -226,6 +393,8 @@ class LearnedScheduler(LRScheduler):
     ``optimizer.step()``, so it does not matter on which side of the step ``zero_grad()`` is called.
     It then takes the action with the highest Q-value (:class:`GreedyQ`) and writes the new learning
     rate and/or R-SGD Γ into ``optimizer.param_groups``; new values are clamped to the policy's bounds.
+    A safety net (:class:`SafetyConfig`, on by default) overrides the policy when the loss rises
+    sharply or stops being finite: it halves the learning rate and keeps it from rising for a while.
 
     Args:
         optimizer: the optimizer to steer. Its starting rate must lie within the policy's lr bounds
@@ -236,6 +405,12 @@ class LearnedScheduler(LRScheduler):
             was trained with and stays at 1 beyond it, so the policy acts as at the end of its
             training episodes.
         lr_bounds: override the trained lr bounds (e.g. for Adam, whose useful rates lie below SGD's).
+        safety: when to back the learning rate off against the policy (:class:`SafetyConfig`);
+            ``None`` lets the policy act alone, as it did in training.
+
+    After each ``step``: ``last_action`` is the policy's greedy action; ``last_backed_off`` says
+    whether the safety net replaced it by a back-off on that step (the action was then not applied);
+    ``backoffs`` counts the back-offs of the run.
 
     A policy that controls Γ owns it from construction on: Γ is set to the value the policy was
     trained from (``actions.reinforcement_init``), overriding the optimizer's schedule.
@@ -246,6 +421,7 @@ class LearnedScheduler(LRScheduler):
     Example:
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
         >>> sched = LearnedScheduler(opt, "runs/default/policy.rlopt", total_steps=2000)
+        >>> # or a shipped one: LearnedScheduler.pretrained("sgd", opt, total_steps=2000)
         >>> for x, y in batches:
         ...     loss = F.cross_entropy(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
         ...     sched.step(loss.item())
@@ -258,6 +434,7 @@ class LearnedScheduler(LRScheduler):
         *,
         total_steps: int | None = None,
         lr_bounds: tuple[float, float] | None = None,
+        safety: SafetyConfig | None = DEFAULT_SAFETY,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer")
@@ -273,6 +450,11 @@ class LearnedScheduler(LRScheduler):
         self._greedy = GreedyQ(self.policy.q_network, self.policy.activation)
         self.last_epoch = 0
         self.last_action: int | None = None
+        self.safety = safety
+        # the safety net moves the learning rate; a policy that only sets Γ runs without it
+        self._safety = SafetyNet(safety) if safety is not None and actions.controls_lr else None
+        self.last_backed_off = False
+        self.backoffs = 0
         self._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
 
     @classmethod
@@ -284,6 +466,17 @@ class LearnedScheduler(LRScheduler):
             return cls(optimizer, policy, **kwargs)
         except ValueError as exc:
             raise PolicyFileError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def pretrained(
+        cls, name: str, optimizer: torch.optim.Optimizer, *, total_steps: int | None = None, **kwargs: Any
+    ) -> LearnedScheduler:
+        """A scheduler driven by the policy ``name`` that ships with rlopt (:func:`pretrained_names`).
+
+        ``LearnedScheduler.pretrained("sgd", opt, total_steps=T)``; other keyword arguments as for the
+        constructor. An unknown name is a ``ValueError`` listing the shipped ones.
+        """
+        return cls(optimizer, pretrained_policy(name), total_steps=total_steps, **kwargs)
 
     @property
     def observation(self) -> ObservationSpec:
@@ -305,7 +498,8 @@ class LearnedScheduler(LRScheduler):
         return self._greedy(np.asarray(observation, dtype=np.float32).reshape(-1))
 
     def step(self, loss: float | torch.Tensor | None = None) -> None:
-        """Observe the optimizer step just taken (with its mini-batch ``loss``) and act.
+        """Observe the optimizer step just taken (with its mini-batch ``loss``) and act: apply the
+        policy's greedy action, or back the learning rate off where the safety net says so.
 
         Raises ``TypeError`` without a loss and ``RuntimeError`` if no ``optimizer.step()`` ran since
         the previous call.
@@ -313,9 +507,23 @@ class LearnedScheduler(LRScheduler):
         if loss is None:
             raise TypeError("LearnedScheduler.step(loss) needs the step's training loss, as ReduceLROnPlateau "
                             "needs its metric")
-        action = self._greedy(self.controller.observe(float(loss)))
-        self.controller.act(action)
+        value = float(loss)
+        action = self._greedy(self.controller.observe(value))
         self.last_action = action
+        safety = self._safety
+        self.last_backed_off = safety is not None and safety.should_back_off(value)
+        groups = self.optimizer.param_groups
+        if safety is not None and self.last_backed_off:
+            lowest = self.actions.lr_bounds[0]
+            for group in groups:
+                group["lr"] = max(group["lr"] * safety.config.backoff, lowest)
+            safety.backed_off([float(g["lr"]) for g in groups])
+            self.backoffs += 1
+        else:
+            self.controller.act(action)
+            if safety is not None:
+                for group, lr in zip(groups, safety.cap([g["lr"] for g in groups]), strict=True):
+                    group["lr"] = lr
         self.last_epoch += 1
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
 
@@ -324,12 +532,16 @@ class LearnedScheduler(LRScheduler):
         return [reinforcement_of(self.optimizer, i) for i in range(len(self.optimizer.param_groups))]
 
     def state_dict(self) -> dict[str, Any]:
-        """The observation history, step count and last action; not the optimizer, not the network."""
+        """The observation history, step count, last action and safety-net state; not the optimizer,
+        not the network, not the :class:`SafetyConfig` (pass it to the constructor again)."""
         return {
             "controller": self.controller.state_dict(),
             "last_epoch": self.last_epoch,
             "last_action": self.last_action,
             "last_lr": list(self._last_lr),
+            "last_backed_off": self.last_backed_off,
+            "backoffs": self.backoffs,
+            "safety": None if self._safety is None else self._safety.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -337,3 +549,8 @@ class LearnedScheduler(LRScheduler):
         self.last_epoch = int(state_dict["last_epoch"])
         self.last_action = state_dict["last_action"]
         self._last_lr = list(state_dict["last_lr"])
+        self.last_backed_off = bool(state_dict.get("last_backed_off", False))
+        self.backoffs = int(state_dict.get("backoffs", 0))
+        saved = state_dict.get("safety")
+        if self._safety is not None and saved is not None:  # a state saved without the net starts it afresh
+            self._safety.load_state_dict(saved)

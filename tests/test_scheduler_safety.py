@@ -1,0 +1,194 @@
+"""The LearnedScheduler's safety net (SafetyConfig): quiet on healthy training, backs off on a rising loss."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import fake_image_data
+from torch import nn
+
+from rlopt import RSGD, LearnedScheduler
+from rlopt.control import ActionSpec, ObservationSpec
+from rlopt.models import MLP
+from rlopt.scheduler import SafetyConfig, build_q_network, save_policy
+
+KEEP, RAISE = 1, 2
+
+
+def constant_policy(path: Path, action: int, mode: str = "lr") -> Path:
+    """A policy file whose greedy action is always ``action``."""
+    actions = ActionSpec(mode=mode)  # type: ignore[arg-type]
+    obs = ObservationSpec()
+    net = build_q_network([obs.size, 8, actions.n_actions])
+    last = net[-1]
+    assert isinstance(last, nn.Linear)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.arange(actions.n_actions) == action)
+    return save_policy(path, net, obs, actions, optimizer="sgd" if mode == "lr" else "rsgd", initial_lr=0.1)
+
+
+def noisy_training_run(policy: Path, make_opt, *, seed: int, safety: SafetyConfig | None, steps: int = 300) -> int:
+    """Mini-batches of 16 from tiny data whose labels are 30 % random: a loss that falls, then stays noisy.
+
+    Returns the number of back-offs of the run.
+    """
+    data = fake_image_data(n_train=256, n_test=8, seed=0)
+    x, y = data.train.float_images(flatten=True), data.train.labels.clone()
+    flip_gen = torch.Generator().manual_seed(1)
+    flip = torch.rand(len(y), generator=flip_gen) < 0.3
+    y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=flip_gen)
+    torch.manual_seed(seed)
+    model = MLP((784, 32, 10), activation="relu")
+    opt = make_opt(model.parameters())
+    sched = LearnedScheduler(opt, policy, safety=safety)
+    batches = torch.Generator().manual_seed(seed)
+    first = last = math.nan
+    for step in range(steps):
+        idx = torch.randint(0, len(y), (16,), generator=batches)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step(loss.item())
+        first = loss.item() if step == 0 else first
+        last = loss.item()
+    assert last < first  # it did train
+    return sched.backoffs
+
+
+@pytest.mark.parametrize(
+    "make_opt, seed",
+    [
+        (lambda p: torch.optim.SGD(p, lr=0.1), 0),
+        (lambda p: torch.optim.SGD(p, lr=0.1), 1),
+        (lambda p: torch.optim.Adam(p, lr=0.003), 0),
+    ],
+)
+def test_never_fires_on_well_behaved_noisy_training(tmp_path: Path, make_opt, seed: int) -> None:
+    policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
+    assert noisy_training_run(policy, make_opt, seed=seed, safety=SafetyConfig()) == 0
+    # the run is noisy enough to matter: a net that reacts to any rise of the moving average fires
+    hair_trigger = SafetyConfig(rise_factor=1.01, progress_fraction=0.0)
+    assert noisy_training_run(policy, make_opt, seed=seed, safety=hair_trigger) > 5
+
+
+def drive(
+    sched: LearnedScheduler, opt: torch.optim.Optimizer, model: nn.Module, losses: Sequence[float]
+) -> list[float]:
+    """Real optimizer steps, but the scheduler is told ``losses``; returns the learning rate after each step."""
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    rates = []
+    for loss in losses:
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        sched.step(loss)
+        rates.append(float(sched.get_last_lr()[0]))
+    return rates
+
+
+FALLING = [2.3 * 0.95**t for t in range(60)]  # 2.3 → 0.11: steady progress
+CLIMBING = [FALLING[-1] * 1.15**k for k in range(1, 61)]  # then a blow-up, 15 % a step
+
+
+def test_a_sharply_rising_loss_backs_the_rate_off_and_holds_it(tmp_path: Path) -> None:
+    config = SafetyConfig(backoff=0.5, cooldown_steps=5, hold_steps=8)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)  # a policy that raises the rate without end
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = LearnedScheduler(opt, policy, safety=config)
+    rates = drive(sched, opt, model, FALLING)
+    assert sched.backoffs == 0 and rates[-1] == 0.5  # healthy: the policy alone drove the rate to its bound
+
+    backed_off_at, actions = [], []
+    for k, loss in enumerate(CLIMBING):
+        rates += drive(sched, opt, model, [loss])
+        actions.append(sched.last_action)
+        if sched.last_backed_off:
+            backed_off_at.append(k)
+    assert actions == [RAISE] * len(CLIMBING)  # last_action stays the policy's own choice
+    first = backed_off_at[0]
+    assert CLIMBING[first] < FALLING[0]  # before the loss is back where the run started
+    i = len(FALLING) + first
+    assert rates[i] == pytest.approx(rates[i - 1] * 0.5)
+    # the hold: the policy keeps asking to raise, the rate stays at its backed-off value
+    assert all(r <= rates[i] for r in rates[i : i + 1 + config.hold_steps])
+    # the loss keeps climbing: more back-offs, never closer together than the cooldown
+    assert len(backed_off_at) >= 3 and sched.backoffs == len(backed_off_at)
+    assert min(b - a for a, b in itertools.pairwise(backed_off_at)) >= config.cooldown_steps
+    assert min(rates) >= sched.actions.lr_bounds[0]
+
+    # the same run without the net: the policy alone keeps the rate at its upper bound
+    model2 = nn.Linear(4, 1)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.01)
+    alone = LearnedScheduler(opt2, policy, safety=None)
+    assert drive(alone, opt2, model2, FALLING + CLIMBING)[-1] == 0.5 and alone.backoffs == 0
+
+
+def test_the_hold_ends_and_the_policy_takes_over_again(tmp_path: Path) -> None:
+    config = SafetyConfig(hold_steps=6)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler(opt, policy, safety=config)
+    rates = drive(sched, opt, model, [1.0, math.nan] + [1.0] * 10)  # one broken step, then a flat loss
+    assert sched.backoffs == 1
+    backed_off = 0.1 / 0.9 * 0.5
+    assert rates[1] == pytest.approx(backed_off)
+    assert rates[2 : 2 + config.hold_steps] == pytest.approx([backed_off] * config.hold_steps)
+    assert rates[2 + config.hold_steps] == pytest.approx(backed_off / 0.9)  # raising again
+
+
+def test_non_finite_losses_back_off_at_every_step_down_to_the_lower_bound(tmp_path: Path) -> None:
+    policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler(opt, policy)
+    rates = drive(sched, opt, model, [1.0, math.inf, math.nan, -math.inf] + [math.nan] * 10)
+    assert rates[:4] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    assert rates[-1] == sched.actions.lr_bounds[0] and sched.backoffs == 13
+
+
+def test_a_policy_that_sets_only_gamma_runs_without_the_net(tmp_path: Path) -> None:
+    policy = constant_policy(tmp_path / "gamma.rlopt", KEEP, mode="rsgd")
+    model = nn.Linear(4, 1)
+    opt = RSGD(model.parameters(), lr=0.1, seed=0)
+    sched = LearnedScheduler(opt, policy)
+    assert drive(sched, opt, model, [1.0, math.nan, math.nan]) == [0.1, 0.1, 0.1]
+    assert sched.backoffs == 0
+
+
+def test_state_dict_carries_the_hold(tmp_path: Path) -> None:
+    config = SafetyConfig(hold_steps=6)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler(opt, policy, safety=config)
+    drive(sched, opt, model, [1.0, math.nan, 1.0])  # backed off, two steps into the hold
+    state = {"opt": opt.state_dict(), "sched": sched.state_dict(), "model": model.state_dict()}
+    expected = drive(sched, opt, model, [1.0] * 8)
+
+    model2 = nn.Linear(4, 1)
+    model2.load_state_dict(state["model"])
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1)
+    opt2.load_state_dict(state["opt"])
+    sched2 = LearnedScheduler(opt2, policy, safety=config)
+    sched2.load_state_dict(state["sched"])
+    assert sched2.backoffs == 1
+    assert drive(sched2, opt2, model2, [1.0] * 8) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("rise_factor", 1.0), ("progress_fraction", 1.5), ("backoff", 1.0), ("backoff", 0.0), ("cooldown_steps", 0),
+     ("hold_steps", -1), ("loss_smoothing", 1.0)],
+)
+def test_invalid_safety_settings_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        SafetyConfig(**{field: value})  # type: ignore[arg-type]
