@@ -100,7 +100,7 @@ class TrainConfig:
     """environment steps between checkpoints (model + replay buffer)."""
     keep_checkpoints: int = 3
     """newest checkpoints kept in OUT/checkpoints (older ones are deleted)."""
-    eval_every: int = 2000
+    eval_every: int = 5000
     """environment steps between greedy evaluations on held-out start points (0 disables); the exported
     policy is the evaluated agent with the lowest mean final validation loss."""
     eval_episodes: int = 6
