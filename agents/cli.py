@@ -10,21 +10,18 @@ go on top. Bad input ends with one line on stderr and exit status 2.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import os
-import re
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import tyro
-
 from agents.config import PresetName, TrainConfig, preset_config
+from rlopt.cli import UsageError
+from rlopt.cli import parse_config as parse_with_tyro
 
 PROG = "rlopt-train"
 DESCRIPTION = (
@@ -34,8 +31,6 @@ DESCRIPTION = (
 )
 
 _T = TypeVar("_T")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_PARSING = re.compile(r"^Error parsing (?P<what>[^:]+): ")
 
 
 @dataclass(frozen=True)
@@ -68,59 +63,11 @@ def parse_config(argv: Sequence[str] | None = None, *, prog: str = PROG) -> Trai
 
 
 def _cli(cls: type[_T], args: list[str], prog: str, **kwargs: Any) -> Any:
-    """``tyro.cli`` with its error box turned into one ``prog: error: …`` line (help text is untouched)."""
-    if "-h" in args or "--help" in args:
-        return tyro.cli(cls, args=args, prog=prog, description=DESCRIPTION, **kwargs)
-    captured = io.StringIO()
+    """``tyro.cli`` with bad input as one ``prog: error: …`` line and exit status 2 (help is untouched)."""
     try:
-        with contextlib.redirect_stderr(captured), _unwrapped_lines():
-            result = tyro.cli(cls, args=args, prog=prog, description=DESCRIPTION, **kwargs)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            _fail(prog, _one_line(captured.getvalue()))
-        raise
-    sys.stderr.write(captured.getvalue())  # warnings, if any
-    return result
-
-
-@contextlib.contextmanager
-def _unwrapped_lines() -> Iterator[None]:
-    # tyro wraps its error box to the terminal width (shutil.get_terminal_size reads $COLUMNS);
-    # unwrapped, a message never has a line break inside a word or a path
-    previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100000"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = previous
-
-
-def _one_line(text: str) -> str:
-    """The message inside tyro's error box, on one line."""
-    title = ""
-    body: list[str] = []
-    for raw in _ANSI.sub("", text).splitlines():
-        line = raw.strip()
-        if line.startswith("╭"):
-            title = line.strip("╭╮─ ")
-        elif line.startswith("│"):
-            content = line.strip("│ ")
-            if content and set(content) <= {"─"}:
-                break  # the rule before tyro's "see --help" footer
-            body.append(content)
-        elif line.startswith("╰"):
-            break
-    message = " ".join(" ".join(body).split()) or title or " ".join(text.split()) or "invalid arguments"
-    match = _PARSING.match(message)
-    if match:
-        # "Error parsing --flag: why" → "--flag: why"; a value __post_init__ refused ("Error parsing
-        # TrainConfig: …", "… dqn: …") is reported by its own message, which names the flag
-        flag = match.group("what")
-        message = (f"{flag}: " if flag.startswith("-") else "") + message[match.end():]
-    return message
+        return parse_with_tyro(cls, args, prog=prog, description=DESCRIPTION, fields_of=TrainConfig, **kwargs)
+    except UsageError as exc:
+        _fail(prog, str(exc))
 
 
 def _fail(prog: str, message: str) -> NoReturn:

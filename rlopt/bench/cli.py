@@ -10,13 +10,8 @@ and nothing is created on failure. :func:`parse_config` is the same parsing for 
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import io
-import os
-import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -26,6 +21,7 @@ import tyro
 from rlopt.bench.config import GRIDS, EvaluationConfig, baseline_help
 from rlopt.bench.runner import TRACE_NAMES, prepare, run
 from rlopt.bench.stats import OUTPUT_FILES, check_output_dir, format_report, format_totals, summarize, write_outputs
+from rlopt.cli import UsageError, one_line, parse_config, with_flag_names
 from rlopt.data import DataError
 from rlopt.scheduler import PolicyFileError
 
@@ -40,11 +36,6 @@ EXIT_USAGE = 2
 #: exit status after Ctrl-C (128 + SIGINT)
 EXIT_INTERRUPTED = 130
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_BOX = "│╭╮╰╯─ "
-#: where tyro's error box stops saying what went wrong
-_BOX_TRAILERS = ("Argument helptext:", "For full helptext")
-
 
 @dataclass(frozen=True)
 class EvaluateArgs:
@@ -58,10 +49,6 @@ class EvaluateArgs:
     """output directory (created if missing; existing result files in it are replaced)."""
     progress: bool = True
     """show a progress bar on stderr."""
-
-
-class UsageError(ValueError):
-    """A command line that cannot be used; the message is one line."""
 
 
 def _description() -> str:
@@ -87,73 +74,6 @@ def _description() -> str:
     )
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
-
-
-def _flag_names(cls: type) -> dict[str, str]:
-    """Field names with an underscore, and the flags users type for them."""
-    return {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(cls) if "_" in f.name}
-
-
-def _with_flag_names(message: str, cls: type = EvaluationConfig) -> str:
-    """Messages name settings by field (``train_size``); the command line's user typed ``--train-size``."""
-    names = _flag_names(cls)
-    if not names:
-        return message
-    # a field name standing alone (not part of a path or another name)
-    pattern = re.compile(r"(?<![\w/\\.-])(" + "|".join(map(re.escape, names)) + r")(?![\w/\\-]|\.\w)")
-    return pattern.sub(lambda match: names[match.group(1)], message)
-
-
-def _condense_tyro_error(text: str) -> str:
-    """tyro's boxed error message as one line: the box's body without its title and help trailer."""
-    body: list[str] = []
-    for raw in _ANSI.sub("", text).splitlines():
-        line = raw.strip(_BOX)
-        if line.startswith(_BOX_TRAILERS):
-            break
-        if line:
-            body.append(line)
-    return _one_line(" ".join(body[1:] or body)) or "invalid arguments (see --help)"
-
-
-@contextlib.contextmanager
-def _unwrapped_errors(argv: Sequence[str]) -> Iterator[None]:
-    """Let tyro lay out error boxes wide enough that no message wraps (help keeps the terminal's width)."""
-    if any(token in ("-h", "--help") for token in argv):
-        yield
-        return
-    previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100000"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = previous
-
-
-def parse_config(cls: type[T], argv: Sequence[str] | None, *, prog: str, description: str,
-                 fields_of: type | None = None) -> T:
-    """``tyro.cli(cls)`` on ``argv``; raises :class:`UsageError` (one line, settings named by their flags,
-    read from ``fields_of``) for bad input. ``--help`` prints the help and raises ``SystemExit(0)``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    captured = io.StringIO()
-    try:
-        with _unwrapped_errors(args), contextlib.redirect_stderr(captured):
-            parsed: T = tyro.cli(cls, args=args, prog=prog, description=description)
-    except SystemExit as exc:
-        if not exc.code:
-            raise
-        raise UsageError(_with_flag_names(_condense_tyro_error(captured.getvalue()), fields_of or cls)) from None
-    except ValueError as exc:  # a check in a __post_init__ that tyro passed on
-        raise UsageError(_with_flag_names(_one_line(str(exc)), fields_of or cls)) from None
-    sys.stderr.write(captured.getvalue())  # warnings, if any
-    return parsed
-
-
 def parse_args(argv: Sequence[str] | None = None, *, prog: str = PROG) -> EvaluateArgs:
     """The command line as :class:`EvaluateArgs`; raises :class:`UsageError` (one line) for bad input.
 
@@ -167,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = PROG if argv is not None else (Path(sys.argv[0]).name or PROG)
 
     def fail(message: str) -> int:
-        print(f"{prog}: {_with_flag_names(_one_line(message))}", file=sys.stderr)
+        print(f"{prog}: {with_flag_names(one_line(message), EvaluationConfig)}", file=sys.stderr)
         return EXIT_USAGE
 
     try:
@@ -190,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         paths = write_outputs(result, args.out, summary)
     except (OSError, ValueError) as exc:  # the directory became unusable during the runs
-        print(f"{prog}: could not write the results to {args.out}: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"{prog}: could not write the results to {args.out}: {one_line(str(exc))}", file=sys.stderr)
         return 1
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     print(format_totals(result))
