@@ -507,7 +507,7 @@ class LearnedScheduler(LRScheduler):
         if loss is None:
             raise TypeError("LearnedScheduler.step(loss) needs the step's training loss, as ReduceLROnPlateau "
                             "needs its metric")
-        value = float(loss)
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         action = self._greedy(self.controller.observe(value))
         self.last_action = action
         safety = self._safety

@@ -112,3 +112,23 @@ def test_every_shipped_policy_loads_is_small_and_documented() -> None:
         with importlib.resources.as_file(root.joinpath(f"{name}.rlopt")) as path:
             assert path.stat().st_size < MAX_SHIPPED_BYTES
         assert f"| `{name}` |" in readme, f"rlopt/policies/README.md has no row for {name}"
+
+
+def test_step_takes_the_loss_tensor_without_autograd_warnings() -> None:
+    """``sched.step(loss)`` with the graph-attached loss, as a training loop has it, warns nothing."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler.pretrained("sgd", opt, total_steps=5)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(5):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step(loss)
+    assert sched.controller.steps == 5
