@@ -23,6 +23,7 @@ import functools
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,8 +226,11 @@ def _best_so_far(out: Path, manifest: Manifest) -> EvalScore | None:
         return None
 
 
-def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, *, progress: bool = True, callbacks: Sequence[BaseCallback] = ()) -> TrainResult:
     """Run (or resume) a training run as configured; returns where the exported policy is.
+
+    ``callbacks`` run at every step after the run's own (logging, checkpoints, evaluation): a Ray Tune
+    sweep reports each new checkpoint through one (:mod:`agents.sweep_trial`).
 
     Raises:
         TrainingSetupError: the run cannot start (nothing created, or nothing changed in an existing
@@ -240,10 +244,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         for path in remove_leftover_tmp_files(out):
             print(f"removed {path}, left by an interrupted write", file=sys.stderr)
         _check_run_state(cfg, out)
-        return _run(cfg, out, Manifest.load(out), progress=progress)
+        return _run(cfg, out, Manifest.load(out), progress=progress, extra_callbacks=callbacks)
 
 
-def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool) -> TrainResult:
+def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool,
+         extra_callbacks: Sequence[BaseCallback] = ()) -> TrainResult:
     checkpoint_dir = out / "checkpoints"
     seed_everything(cfg.seed)
     model: DQN | None = None
@@ -297,6 +302,7 @@ def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool) -> 
             if resumed_from:  # a resumed run keeps the best so far
                 evaluator.best = _best_so_far(out, manifest)
             callbacks.append(evaluator)
+        callbacks.extend(extra_callbacks)
 
         remaining = cfg.total_timesteps - model.num_timesteps
         if remaining > 0:

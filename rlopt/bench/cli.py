@@ -2,10 +2,10 @@
 
 The flags are :class:`rlopt.bench.config.EvaluationConfig`'s fields, parsed by ``tyro.cli`` (their
 docstrings are the help), plus ``--out`` and ``--progress/--no-progress``. Every problem found before
-training (a bad value, an unusable output directory, policy file, oracle file, dataset, device or a
-missing peer package) is one line on stderr and exit status 2; the output directory is checked first,
-and nothing is created on failure. :func:`parse_config` is the same parsing for other command lines
-(``benchmarks/oracle.py``).
+training (a bad value, an unusable output directory, policy file, oracle file, dataset, device, a
+missing peer package, or with ``--backend ray`` a missing Ray or an unreachable cluster) is one line on
+stderr and exit status 2; the output directory is checked first, and nothing is created on failure.
+:func:`parse_config` is the same parsing for other command lines (``benchmarks/oracle.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Annotated, TypeVar
 import tyro
 
 from rlopt.bench.config import GRIDS, EvaluationConfig, baseline_help
+from rlopt.bench.ray_backend import BackendUnavailable
 from rlopt.bench.runner import TRACE_NAMES, prepare, run
 from rlopt.bench.stats import OUTPUT_FILES, check_output_dir, format_report, format_totals, summarize, write_outputs
 from rlopt.cli import UsageError, one_line, parse_config, with_flag_names
@@ -105,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(prepared, progress=args.progress)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BackendUnavailable as exc:  # --backend ray: the cluster cannot be joined (checked before any pass)
+        return fail(str(exc))
     summary = summarize(result)
     print(format_report(result, summary))  # first: the report survives an output directory removed meanwhile
     try:

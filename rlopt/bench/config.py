@@ -38,10 +38,12 @@ from rlopt.tasks import DEFAULT_TASK, TASK_SPLITS, Task, TaskSize, get_task, tas
 from rlopt.training import HELD_OUT_SEED_BASE, TUNING_SEED_BASE
 
 __all__ = [
+    "BACKENDS",
     "DEVICES",
     "GRIDS",
     "GRID_NAMES",
     "MAX_EVALUATION_SEEDS",
+    "Backend",
     "Device",
     "EvaluationConfig",
     "Grid",
@@ -57,6 +59,10 @@ __all__ = [
 #: where runs train: ``auto`` takes CUDA when available
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[Device, ...] = get_args(Device)
+
+#: where training passes run: ``process``, this machine's processes; ``ray``, Ray tasks (rlopt.bench.ray_backend)
+Backend = Literal["process", "ray"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 #: evaluation seeds HELD_OUT_SEED_BASE + i stay below the tuning seeds of the oracle
 MAX_EVALUATION_SEEDS = TUNING_SEED_BASE - HELD_OUT_SEED_BASE
@@ -254,7 +260,16 @@ class EvaluationConfig:
     threads: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
     """torch CPU threads per worker; None: torch's choice (one per worker when workers > 1)."""
     workers: int = 1
-    """processes that train runs in parallel; results do not depend on it."""
+    """processes that train runs in parallel; results do not depend on it. With --backend ray and no cluster:
+    the local Ray's CPUs (1: all of this machine's cores)."""
+    backend: Backend = "process"
+    """process: --workers processes on this machine; ray: one Ray task per training pass, on a local Ray or the
+    cluster at --address (needs the extra: pip install 'rlopt[ray]'); results do not depend on it."""
+    address: Annotated[str | None, tyro.conf.arg(metavar="ADDR")] = None
+    """with --backend ray: the Ray cluster to join (HOST:PORT as `ray start --head` prints it, or auto); None:
+    $RAY_ADDRESS if set, else a local Ray."""
+    max_retries: int = 3
+    """with --backend ray: times a training pass is run again when its worker process or node dies."""
     flatness: bool = False
     """measure the flatness radius (Zhang et al. Eq. (11)) of each final solution."""
     flatness_settings: FlatnessSettings = field(default_factory=FlatnessSettings)
@@ -289,6 +304,12 @@ class EvaluationConfig:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.address is not None and self.backend != "ray":
+            raise ValueError(f"--address {self.address} joins a Ray cluster: it needs --backend ray")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
 
     @property
     def task_list(self) -> tuple[Task, ...]:

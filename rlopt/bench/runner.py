@@ -1,4 +1,4 @@
-"""Running the benchmark: the task data, one training pass, and all passes over a pool of processes.
+"""Running the benchmark: the task data, one training pass, and all passes over processes or Ray tasks.
 
 For every task, every seed s (held-out evaluation seeds HELD_OUT_SEED_BASE + i, or the oracle's
 tuning seeds), every method and every budget B there is one record. A record comes from a training
@@ -68,6 +68,7 @@ __all__ = [
     "plan_jobs",
     "prepare",
     "run",
+    "run_job",
     "run_one",
 ]
 
@@ -164,8 +165,8 @@ def prepare(
     ``method_names`` replaces ``config.method_names`` (the oracle's tuning grid uses it). Raises
     :class:`rlopt.scheduler.PolicyFileError` for an unusable policy file, :class:`rlopt.data.DataError`
     for unreadable data or sizes that do not fit it, and ``ValueError``/``RuntimeError`` for impossible
-    settings, a missing package of a peer, or a tuned oracle without an entry for a requested task and
-    budget; each message is one line for the user.
+    settings, a missing package of a peer or of ``--backend ray``, or a tuned oracle without an entry for a
+    requested task and budget; each message is one line for the user.
     """
     device = resolve_device(config.device)
     names = tuple(config.method_names if method_names is None else method_names)
@@ -181,6 +182,10 @@ def prepare(
         oracle = load_oracle(config.oracle)
         oracle.check(config, [n.removeprefix("oracle-") for n in wanted])
     methods = tuple(resolve_method(name, config.baseline_settings, oracle) for name in names)
+    if config.backend == "ray":
+        from rlopt.bench.ray_backend import require_ray
+
+        require_ray()
     return PreparedEvaluation(config=config, methods=methods, tasks=tasks, data=load_task_data(config, device, data),
                               device=device, oracle=oracle)
 
@@ -494,14 +499,15 @@ def _init_worker(config: EvaluationConfig, data: ImageData | None, method_names:
     _WORKER = prepare(config, data=data, method_names=method_names)
 
 
-def _run_job(job: Job, prepared: PreparedEvaluation) -> list[RunRecord]:
+def run_job(job: Job, prepared: PreparedEvaluation) -> list[RunRecord]:
+    """The records of one pass (:func:`run_one` on the job's method, task, seed, budgets and rate)."""
     task = next(t for t in prepared.tasks if t.name == job.task)
     return run_one(prepared.methods[job.method], task, job.seed, job.budgets, prepared, sweep_lr=job.sweep_lr)
 
 
 def _run_in_worker(job: Job) -> list[RunRecord]:
     assert _WORKER is not None
-    return _run_job(job, _WORKER)
+    return run_job(job, _WORKER)
 
 
 def _cpu_seconds() -> float:
@@ -521,7 +527,9 @@ def run(
 
     With ``config.workers > 1`` the passes are spread over that many processes (``spawn``ed, each
     loading the data once; pass the same ``data`` given to :func:`prepare`, if any), longest first.
-    Every pass is seeded by itself, so the records do not depend on the number of workers.
+    With ``config.backend == "ray"`` each pass is a Ray task (:mod:`rlopt.bench.ray_backend`; raises its
+    ``BackendUnavailable`` when Ray is missing or unreachable). Every pass is seeded by itself, so the
+    records depend neither on the number of workers nor on the backend.
     """
     config = prepared.config
     seed_list = list(seeds) if seeds is not None else held_out_seeds(config.seed_count)
@@ -529,14 +537,22 @@ def run(
     batch = {t.name: t.batch_size for t in prepared.tasks}
     order = sorted(jobs, key=lambda j: -max(j.budgets) * batch[j.task])  # longest passes first
     records: list[RunRecord] = []
+    worker_cpu_s = 0.0  # CPU of workers that are not this process's children (Ray's)
     cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
     with tqdm(total=len(jobs), desc="evaluate", unit="pass", disable=not progress) as bar:
-        if config.workers == 1:
+        if config.backend == "ray":
+            from rlopt.bench.ray_backend import run_passes
+
+            done = run_passes(prepared, order, on_done=lambda job: bar.update())
+            for job_records in done.records:
+                records.extend(job_records)
+            worker_cpu_s = done.cpu_s
+        elif config.workers == 1:
             if config.threads is not None:
                 torch.set_num_threads(config.threads)
             for job in order:
                 bar.set_postfix_str(f"{job.task} {prepared.methods[job.method].name} seed {job.seed}")
-                records.extend(_run_job(job, prepared))
+                records.extend(run_job(job, prepared))
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")
@@ -548,7 +564,7 @@ def run(
                     bar.update()
                 for future in futures:
                     records.extend(future.result())
-    wall_s, cpu_s = time.perf_counter() - wall_start, _cpu_seconds() - cpu_start
+    wall_s, cpu_s = time.perf_counter() - wall_start, _cpu_seconds() - cpu_start + worker_cpu_s
     task_order = {t.name: i for i, t in enumerate(prepared.tasks)}
     method_order = {m.name: i for i, m in enumerate(prepared.methods)}
     records.sort(key=lambda r: (task_order[r.task], r.budget, method_order[r.method],
