@@ -75,6 +75,9 @@ class ControlLoggingCallback(BaseCallback):
             self.logger.record("charts/val_accuracy", info.get("val_accuracy", float("nan")))
             self.logger.record("charts/steps_to_threshold", info["steps_to_threshold"])
             self.logger.record("charts/final_lr", info["lr"])
+            # the episode's start point: a resumed run continues the stream of these draws
+            self.logger.record("charts/model_seed", info["model_seed"])
+            self.logger.record("charts/start_lr", info["lr_init"])
             self.logger.dump(self.num_timesteps)
             if self._bar is not None:
                 self._bar.set_postfix(

@@ -242,6 +242,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             self._task_tensors(task)
         self._task = self._tasks[0]
         self._episode_steps = cfg.episode_steps
+        # the episode's start point: (model seed, starting lr)
+        self._start: tuple[int, float] = (cfg.fixed_seed, cfg.initial_lr_of(self._tasks[0]))
         self._obs_spec = self.config.observation_spec()
         self._action_spec = self.config.action_spec()
         self.observation_space = spaces.Box(
@@ -305,6 +307,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             model_seed, batch_seed = (base + int(s) for s in self.np_random.integers(0, span, 2))
             model = build_seeded_model(task.model, model_seed)
         model.to(self.device)
+        self._start = (model_seed, lr)
         optimizer = make_optimizer(task.optimizer, model.parameters(), lr, seed=batch_seed)
         if self._controller is not None:
             self._controller.remove_hooks()  # the previous episode's optimizer is dropped
@@ -388,4 +391,6 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             "score": self._score,
             "task": self._task.name,
             "episode_steps": self._episode_steps,
+            "model_seed": self._start[0],
+            "lr_init": self._start[1],
         }

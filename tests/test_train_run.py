@@ -308,3 +308,30 @@ def test_out_pointing_at_a_file_is_a_one_line_error(
     assert main(tiny_args(idx_dir, out), prog=PROG) == 2
     assert "is a file, not a directory" in one_line_error(capsys.readouterr().err)
     assert a_file.read_text() == "not a directory"
+
+
+def _episode_starts(out: Path) -> list[tuple[float, float]]:
+    """(model seed, starting lr) of every finished training episode, from tb/progress.csv."""
+    import csv
+
+    with open(out / "tb" / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [(float(r["charts/model_seed"]), float(r["charts/start_lr"])) for r in rows if r.get("charts/model_seed")]
+
+
+def test_a_resumed_run_continues_the_task_seed_and_rate_stream(idx_dir: Path, tmp_path: Path) -> None:
+    """Random start points and starting rates: the episodes after a resume are new draws, not a replay
+    of the run's first episodes, and the same resume draws the same ones."""
+    cfg = tiny_config(idx_dir, tmp_path / "a", episodes=2)
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "start": "random", "random_lr_init": True, "eval_every": 0})
+    train(cfg, progress=False)
+    copy = tmp_path / "b"
+    shutil.copytree(tmp_path / "a", copy)
+    first = _episode_starts(tmp_path / "a")
+    assert len(first) == 2 and len(set(first)) == 2
+    for out in (tmp_path / "a", copy):
+        resumed = TrainConfig.from_dict({**cfg.to_dict(), "out": str(out), "resume": True, "episodes": 4})
+        train(resumed, progress=False)
+    after_a, after_b = _episode_starts(tmp_path / "a")[2:], _episode_starts(copy)[2:]
+    assert len(after_a) == 2 and after_a == after_b  # deterministic
+    assert not set(after_a) & set(first)  # fresh draws: no episode of the first part is replayed
