@@ -44,7 +44,7 @@ def test_task_names_and_splits_parse() -> None:
 def test_grids_resolve_and_flags_replace_their_part() -> None:
     config = EvaluationConfig()
     assert [t.name for t in config.task_list] == [DEFAULT_TASK]
-    assert config.budget_list == (250, 1000, 2000) and config.seed_count == GRIDS["default"].seeds
+    assert config.budget_list == GRIDS["default"].budgets and config.seed_count == GRIDS["default"].seeds
     assert "oracle-sgd" in config.baseline_list
     full = EvaluationConfig(grid="full", seeds=4, budgets=(500,))
     assert [t.name for t in full.task_list] == [DEFAULT_TASK, *(t.name for t in tasks_in("held-out"))]
