@@ -17,6 +17,7 @@ number a projection to 1/10/100 nodes starts from.
 
     python benchmarks/ray_overhead.py                    # the default grid (real MNIST), 2 repeats: ~30 min on 2 cores
     python benchmarks/ray_overhead.py --workers 4 --repeats 3
+    python benchmarks/ray_overhead.py --budgets 250 --sizes 10,100,1000   # the default grid's task at 250 steps only
     python benchmarks/ray_overhead.py --quick            # a smoke run: in-memory data, tiny grid, sizes 10 and 20
 
 Writes ``benchmarks/results/ray_overhead.json`` (``--quick``: prints only, unless ``--out`` is given).
@@ -211,6 +212,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=Settings.repeats, help="timed runs per backend and mode")
     parser.add_argument("--grid", default=Settings.grid, choices=GRID_NAMES, help="the grid timed")
     parser.add_argument("--sizes", default=",".join(map(str, Settings.sizes)), help="passes per throughput run")
+    parser.add_argument("--budgets", default=None, help="replaces the grid's budgets (comma-separated)")
+    parser.add_argument("--seeds", type=int, default=None, help="replaces the grid's seed count")
     parser.add_argument("--quick", action="store_true", help="smoke run: random in-memory data, tiny grid")
     parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS}; --quick: none)")
     args = parser.parse_args()
@@ -218,7 +221,9 @@ def main() -> None:
         parser.error("--workers must be >= 2: one worker runs passes in this process, without a pool")
     torch.set_num_threads(1)
     sizes = tuple(int(s) for s in args.sizes.split(","))
-    settings = Settings(workers=args.workers, repeats=args.repeats, grid=args.grid, sizes=sizes)
+    budgets = None if args.budgets is None else tuple(int(b) for b in args.budgets.split(","))
+    settings = Settings(workers=args.workers, repeats=args.repeats, grid=args.grid, sizes=sizes, budgets=budgets,
+                        seeds=args.seeds)
     data = None
     if args.quick:
         settings = replace(settings, budgets=(5,), seeds=2, baselines=("sgd", "cosine"), sizes=(10, 20),
