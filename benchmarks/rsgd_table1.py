@@ -11,6 +11,14 @@ The paper's protocol (§III, Algorithm 1, §V B and the caption of Table I):
   β-decay is assumed, as the paper names no other);
 * five independent runs, "different sets of training and test examples"; mean ± std reported.
 
+Beyond the paper, the row ``learned`` (``--methods ... learned --policy FILE``) is R-SGD driven by a
+learned controller (a ``.rlopt`` policy of mode ``rsgd`` or ``lr+rsgd``, run as
+:class:`rlopt.LearnedScheduler` told the run's total steps, epochs × M/B). It starts where the R-SGD
+row starts (η0, Eq. (8), the same seeds); the policy sets Γ from its first step on. A Γ-only policy
+(mode ``rsgd``) keeps the paper's per-epoch lr decay, so the row differs from R-SGD's in Γ alone;
+a joint policy (``lr+rsgd``) owns the rate too and runs without the decay, its lr bounds widened to
+include η0 where they do not (as evaluate.py does for lr-sweep starts).
+
 Here run r draws its training subset (from the 50,000-image training split, so the validation
 tail is never used), its 2,000 test images (from the 10,000 test images), the initialisation and
 the data order from seeds derived from r alone, so the three methods of a run are paired: they see
@@ -22,14 +30,15 @@ measured after the last epoch.
     python benchmarks/rsgd_table1.py --quick    # 10K, 2 runs, 20 epochs: ~20 s, a demo
     python benchmarks/rsgd_table1.py --methods rsgd adam --sizes 10000 --runs 3 --epochs 50
     python benchmarks/rsgd_table1.py --init normal --out /tmp/table1_normal.json   # N(0, 1/fan_in) start
+    python benchmarks/rsgd_table1.py --methods rsgd learned --policy rlopt/policies/rsgd.rlopt
 
 (Times on one CPU thread, 2.5-3 ms per update.) The paper does not state the initialisation;
 the default is torch's (see ``Protocol.init``).
 
 Writes ``benchmarks/results/rsgd_table1.json`` (``--quick``: ``rsgd_table1_quick.json``):
 ``rows`` (one per method and training size: mean and sample std, ddof=1, over runs, and the
-per-run errors), ``curves`` (per run: test error, training error and mean training loss every
-``curve_every`` epochs) and ``meta`` (protocol, wall time, versions, command).
+per-run errors), ``curves`` (per run: test error, training error, mean training loss, lr and Γ every
+``curve_every`` epochs) and ``meta`` (protocol, wall time, versions, command, the policy file).
 """
 
 from __future__ import annotations
@@ -52,9 +61,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from rlopt.control import reinforcement_of
 from rlopt.data import ImageData, Split, load_mnist
 from rlopt.models import MLP
 from rlopt.optim import RSGD
+from rlopt.scheduler import LearnedScheduler, Policy, load_policy
 from rlopt.schedules import PaperLRDecay, PowerReinforcement
 from rlopt.training import resolve_device
 
@@ -62,11 +73,15 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUT = RESULTS_DIR / "rsgd_table1.json"
 QUICK_OUT = RESULTS_DIR / "rsgd_table1_quick.json"
 
-METHODS = ("backprop", "rsgd", "adam")
-"""Command-line names of the three methods, in the paper's row order."""
+METHODS = ("backprop", "rsgd", "adam", "learned")
+"""Command-line names of the methods: the paper's three in its row order, then R-SGD with a learned
+controller (needs a policy file)."""
 
-METHOD_LABELS = {"backprop": "BackProp", "rsgd": "R-SGD", "adam": "Adam"}
-"""The names of Table I, used in the printed table and in the JSON rows."""
+PAPER_METHODS = ("backprop", "rsgd", "adam")
+"""The methods of the paper's Table I, run by default."""
+
+METHOD_LABELS = {"backprop": "BackProp", "rsgd": "R-SGD", "adam": "Adam", "learned": "R-SGD learned"}
+"""The names of Table I (and of the learned row), used in the printed table and in the JSON rows."""
 
 PAPER_TABLE1: dict[tuple[str, int], tuple[float, float]] = {
     ("backprop", 10_000): (0.1047, 0.0020),
@@ -195,11 +210,15 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
 def make_optimizer(
     method: str, params: Sequence[nn.Parameter], protocol: Protocol, seed: int
 ) -> tuple[torch.optim.Optimizer, PaperLRDecay]:
-    """The method's optimizer and its per-epoch decay η_{t_ep} = max(floor, η_{t_ep-1}·β^{t_ep})."""
+    """The method's optimizer and its per-epoch decay η_{t_ep} = max(floor, η_{t_ep-1}·β^{t_ep}).
+
+    ``learned`` gets R-SGD's optimizer and decay; :func:`attach_policy` then hands Γ (and, for a
+    joint policy, the rate) to the learned controller.
+    """
     if method == "backprop":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=protocol.sgd_lr)
         min_lr = protocol.sgd_min_lr
-    elif method == "rsgd":
+    elif method in ("rsgd", "learned"):
         schedule = PowerReinforcement(a0=protocol.reinforce_a0, b0=protocol.reinforce_b0)
         opt = RSGD(params, lr=protocol.sgd_lr, reinforcement=schedule, seed=seed)
         min_lr = protocol.sgd_min_lr
@@ -209,6 +228,28 @@ def make_optimizer(
     else:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     return opt, PaperLRDecay(opt, beta=protocol.lr_beta, min_lr=min_lr)
+
+
+def attach_policy(opt: torch.optim.Optimizer, policy: Policy, total_steps: int) -> LearnedScheduler:
+    """A :class:`LearnedScheduler` of ``policy`` on the ``learned`` row's R-SGD, told ``total_steps``.
+
+    A policy that controls the rate may find η0 above its lr bounds (0.8 > SGD's 0.5): the bounds
+    are widened to include it rather than moving the paper's start. The safety net stays at its
+    default (it only ever lowers the rate of a joint policy).
+    """
+    low, high = policy.actions.lr_bounds
+    lr = float(opt.param_groups[0]["lr"])
+    bounds = None if not policy.actions.controls_lr or low <= lr <= high else (min(low, lr), max(high, lr))
+    return LearnedScheduler(opt, policy, total_steps=total_steps, lr_bounds=bounds)
+
+
+def check_learned_policy(policy: Policy) -> None:
+    """``ValueError`` unless ``policy`` sets R-SGD's Γ (mode ``rsgd`` or ``lr+rsgd``)."""
+    if not policy.actions.controls_reinforcement:
+        raise ValueError(
+            f"the learned row needs a policy that sets R-SGD's Γ (mode 'rsgd' or 'lr+rsgd'); this one has mode "
+            f"{policy.actions.mode!r}"
+        )
 
 
 def build_model(protocol: Protocol, seed: int, device: torch.device) -> MLP:
@@ -234,20 +275,33 @@ def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return wrong / len(x)
 
 
-def train_one(method: str, run_data: RunData, protocol: Protocol, seeds: dict[str, int]) -> dict[str, Any]:
-    """Train one (method, M, run) for ``protocol.epochs`` epochs; returns the final test error and the curve."""
+def train_one(
+    method: str, run_data: RunData, protocol: Protocol, seeds: dict[str, int], policy: Policy | None = None
+) -> dict[str, Any]:
+    """Train one (method, M, run) for ``protocol.epochs`` epochs; returns the final test error and the curve.
+
+    ``learned`` needs ``policy``: its scheduler observes every update's loss and sets Γ (and a joint
+    policy the rate) for the next.
+    """
     device = run_data.train_x.device
     model = build_model(protocol, seeds["init"], device)
     params = list(model.parameters())
     opt, decay = make_optimizer(method, params, protocol, seeds["reinforcement"])
     order = torch.Generator().manual_seed(seeds["order"])
     n = len(run_data.train_x)
+    scheduler: LearnedScheduler | None = None
+    if method == "learned":
+        if policy is None:
+            raise ValueError("the learned row needs a policy (--policy FILE)")
+        scheduler = attach_policy(opt, policy, protocol.epochs * (n // protocol.batch_size))
+    decays = scheduler is None or not scheduler.actions.controls_lr  # a joint policy owns the rate
 
     def record(epoch: int, train_loss: float | None) -> dict[str, float | None]:
         model.eval()
         return {
             "epoch": epoch,
             "lr": float(opt.param_groups[0]["lr"]),
+            "reinforcement": reinforcement_of(opt),
             "train_loss": train_loss,
             "train_error": error_rate(model, run_data.train_x, run_data.train_y),
             "test_error": error_rate(model, run_data.test_x, run_data.test_y),
@@ -266,12 +320,15 @@ def train_one(method: str, run_data: RunData, protocol: Protocol, seeds: dict[st
             loss = 0.5 * (run_data.train_targets[index] - outputs).pow(2).sum(dim=1).mean()
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step(loss)  # one float read per update, the learned row's only extra sync
             loss_sum += loss.detach()
             n_batches += 1
         if epoch % protocol.curve_every == 0 or epoch == protocol.epochs:
             curve.append(record(epoch, float(loss_sum) / n_batches))
             model.train()
-        decay.step()
+        if decays:
+            decay.step()
     return {"test_error": curve[-1]["test_error"], "train_error": curve[-1]["train_error"], "curve": curve}
 
 
@@ -283,8 +340,9 @@ def train_one(method: str, run_data: RunData, protocol: Protocol, seeds: dict[st
 def run_table1(
     data: ImageData,
     protocol: Protocol = Protocol(),
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = PAPER_METHODS,
     *,
+    policy: Policy | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -293,10 +351,16 @@ def run_table1(
     Each row is ``{"method", "train_size", "mean_test_error", "std_test_error", "runs"}`` with
     ``runs`` the per-run final test errors (in run order) and the std a sample std (ddof=1; 0.0 for
     a single run). ``curves`` holds, per (method, M, run), the recorded points of the training.
+    The method ``learned`` needs ``policy`` (a Γ or joint lr+Γ policy); it is paired with the others
+    like them: same subsets, initialisation, batch order and Bernoulli seed per run.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    if "learned" in methods:
+        if policy is None:
+            raise ValueError("the learned row needs a policy (--policy FILE)")
+        check_learned_policy(policy)
     resolved = resolve_device(device)
     errors: dict[tuple[str, int], list[float]] = {(m, size): [] for m in methods for size in protocol.train_sizes}
     curves: list[dict[str, Any]] = []
@@ -311,7 +375,7 @@ def run_table1(
             run_data, data_key = make_run_data(data, size, protocol, seeds, resolved), (run, size)
         assert run_data is not None
         start = time.perf_counter()
-        result = train_one(method, run_data, protocol, seeds)
+        result = train_one(method, run_data, protocol, seeds, policy)
         errors[(method, size)].append(result["test_error"])
         curves.append(
             {
@@ -326,7 +390,7 @@ def run_table1(
             }
         )
         bar.write(
-            f"{METHOD_LABELS[method]:>8}  M={size:>6}  run {run}: test error {result['test_error']:.4f}  "
+            f"{METHOD_LABELS[method]:>13}  M={size:>6}  run {run}: test error {result['test_error']:.4f}  "
             f"(train error {result['train_error']:.4f}, {curves[-1]['wall_s']:.0f} s)"
         )
     bar.close()
@@ -349,7 +413,7 @@ def format_table(rows: Sequence[dict[str, Any]], epochs: int, runs: int) -> str:
     """Measured mean ± std beside Table I of the paper, and the absolute difference of the means."""
     labels = {label: name for name, label in METHOD_LABELS.items()}
     lines = [
-        f"{'method':>8}  {'M':>6}  {'measured (' + str(runs) + ' runs, ' + str(epochs) + ' ep)':>24}  "
+        f"{'method':>13}  {'M':>6}  {'measured (' + str(runs) + ' runs, ' + str(epochs) + ' ep)':>24}  "
         f"{'paper (5 runs, 150 ep)':>22}  {'|diff|':>7}",
     ]
     for row in rows:
@@ -360,7 +424,7 @@ def format_table(rows: Sequence[dict[str, Any]], epochs: int, runs: int) -> str:
         else:
             paper_text = f"{paper[0]:.4f} ± {paper[1]:.4f}"
             diff_text = f"{abs(row['mean_test_error'] - paper[0]):.4f}"
-        lines.append(f"{row['method']:>8}  {row['train_size']:>6}  {measured:>24}  {paper_text:>22}  {diff_text:>7}")
+        lines.append(f"{row['method']:>13}  {row['train_size']:>6}  {measured:>24}  {paper_text:>22}  {diff_text:>7}")
     return "\n".join(lines)
 
 
@@ -375,7 +439,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, help="epochs per run (paper: 150)")
     parser.add_argument("--runs", type=int, help="runs per (method, M) (paper: 5)")
     parser.add_argument("--sizes", type=int, nargs="+", help="training sizes M (paper: 10000 15000)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(PAPER_METHODS),
+                        help="methods to run (default: the paper's three; learned needs --policy)")
+    parser.add_argument("--policy", type=Path, help="the learned row's .rlopt policy (mode rsgd or lr+rsgd)")
     parser.add_argument("--curve-every", type=int, help="epochs between recorded curve points (default 10)")
     parser.add_argument("--seed", type=int, help="base seed of the runs (default 0)")
     parser.add_argument("--init", choices=INITS, help="initialisation (default torch; see Protocol.init)")
@@ -385,6 +451,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
+    policy = None
+    if "learned" in args.methods or args.policy is not None:
+        if args.policy is None:
+            parser.error("--methods learned needs --policy FILE")
+        if "learned" not in args.methods:
+            parser.error("--policy is the learned row's: add learned to --methods")
+        try:
+            policy = load_policy(args.policy)
+            check_learned_policy(policy)
+        except ValueError as exc:
+            parser.error(str(exc))
     torch.set_num_threads(args.threads)
     protocol = QUICK if args.quick else Protocol()
     overrides = {
@@ -407,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     start = time.perf_counter()
     data = load_mnist(progress=False)
-    result = run_table1(data, protocol, args.methods, device=args.device, progress=not args.no_progress)
+    result = run_table1(data, protocol, args.methods, policy=policy, device=args.device, progress=not args.no_progress)
     wall_s = time.perf_counter() - start
 
     print()
@@ -420,6 +497,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             "paper": "Huang & Toyoizumi, reinforced SGD, Table I",
             "protocol": dataclasses.asdict(protocol),
             "methods": [METHOD_LABELS[m] for m in args.methods],
+            "policy": None if policy is None else {
+                "file": str(args.policy),
+                "mode": policy.actions.mode,
+                "optimizer": policy.optimizer,
+                "metadata": policy.metadata,
+            },
             "epochs": protocol.epochs,
             "runs": protocol.runs,
             "std_ddof": STD_DDOF,

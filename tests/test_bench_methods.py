@@ -230,3 +230,25 @@ def test_lr_sweep_counts_divergence_with_finite_penalties(tiny_data: ImageData, 
     assert entry["spread"] == pytest.approx(max(accuracies) - min(accuracies)) and entry["spread"] > 0
     report = format_report(result, summary)
     assert "lr sweep" in report and "(1 div.)" in report
+
+
+@pytest.mark.parametrize("name", ["rsgd", "rsgd-exp"])
+def test_rsgd_baselines_follow_their_gamma_schedules(name: str) -> None:
+    """rsgd uses Γ(t) = 1 − 1/√t, rsgd-exp the paper's Γ(t) = 1 − γ^t with γ = γ0·e^{−λ·t_ep}; both
+    decay the rate once per epoch."""
+    from rlopt.control import reinforcement_of
+
+    settings = BaselineSettings()
+    built = baseline(name, settings).build(tiny_model(), RunContext(budget=50, steps_per_epoch=10, seed=0))
+    gammas = []
+    for _ in range(25):
+        gammas.append(reinforcement_of(built.optimizer))
+        step_through(built, 1)
+    for t, gamma in enumerate(gammas, start=1):
+        if name == "rsgd":
+            assert gamma == pytest.approx(1 - t**-0.5)
+        else:
+            epoch = (t - 1) // 10
+            gamma_t = settings.rsgd_exp_gamma0 * math.exp(-settings.rsgd_exp_lambda * epoch)
+            assert gamma == pytest.approx(1 - gamma_t**t)
+    assert built.optimizer.param_groups[0]["lr"] < settings.rsgd_lr  # two epochs of decay

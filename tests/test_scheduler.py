@@ -314,3 +314,73 @@ def test_recorded_env_observations_give_the_networks_action(tmp_path: Path) -> N
         expected = policy.q_network(torch.from_numpy(np.stack(observations))).argmax(dim=1).tolist()
     sched = LearnedScheduler(make_opt(tiny_problem()[0].parameters()), policy)
     assert [sched.decide(o) for o in observations] == expected
+
+
+@pytest.mark.parametrize("mode", ["rsgd", "lr+rsgd"])
+@pytest.mark.parametrize("gamma_action", [0, 1, 2])
+def test_gamma_actions_write_param_groups(tmp_path: Path, mode: str, gamma_action: int) -> None:
+    """Each Γ action multiplies 1 − Γ by its factor in every param group; the lr moves only under lr+rsgd."""
+    actions = ActionSpec(mode=mode)  # type: ignore[arg-type]
+    action = gamma_action if mode == "rsgd" else 3 * 1 + gamma_action  # lr+rsgd: lr factor 1 (keep)
+    path = write_policy(tmp_path / "p.rlopt", mode, always=action)
+    model, x, y = tiny_problem()
+    params = list(model.parameters())
+    opt = RSGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}], lr=0.05, seed=0)
+    sched = LearnedScheduler(opt, path, total_steps=10, safety=None)  # the lr stays the policy's to move
+    # the policy owns Γ from construction on: the schedule the optimizer was built with is replaced
+    assert [g["reinforcement"] for g in opt.param_groups] == [actions.reinforcement_init] * 2
+    steps = 4
+    assert set(train(model, opt, sched, x, y, steps)) == {action}
+    factor = actions.reinforcement_factors[gamma_action]
+    expected = 1 - (1 - actions.reinforcement_init) * factor**steps
+    assert [g["reinforcement"] for g in opt.param_groups] == pytest.approx([expected] * 2)
+    assert sched.get_last_reinforcement() == pytest.approx([expected] * 2)
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.02]  # keep-lr actions, no safety back-off
+
+
+def test_gamma_and_lr_move_together_under_joint_control(tmp_path: Path) -> None:
+    """lr+rsgd action 3·i + j applies lr factor i and 1 − Γ factor j in the same step."""
+    actions = ActionSpec(mode="lr+rsgd")
+    path = write_policy(tmp_path / "p.rlopt", "lr+rsgd", always=2)  # lr × 0.9, 1 − Γ × 1/0.9
+    model, x, y = tiny_problem()
+    opt = RSGD(model.parameters(), lr=0.1, seed=0)
+    sched = LearnedScheduler(opt, path, safety=None)
+    train(model, opt, sched, x, y, 3)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.9**3)
+    assert opt.param_groups[0]["reinforcement"] == pytest.approx(1 - (1 - actions.reinforcement_init) / 0.9**3)
+
+
+def test_gamma_actions_stop_at_the_bounds(tmp_path: Path) -> None:
+    """Weakening reinforcement without end clamps Γ at its lower bound; the optimizer never sees Γ < 0."""
+    path = write_policy(tmp_path / "p.rlopt", "rsgd", always=2)
+    model, x, y = tiny_problem()
+    opt = RSGD(model.parameters(), lr=0.05, seed=0)
+    sched = LearnedScheduler(opt, path)
+    seen = []
+    for _ in range(12):  # 0.5 / 0.9^7 > 1: Γ would pass 0 after seven steps
+        train(model, opt, sched, x, y, 1)
+        seen.append(opt.param_groups[0]["reinforcement"])
+    lo, hi = sched.actions.reinforcement_bounds
+    assert all(lo <= g <= hi for g in seen)
+    assert seen[-1] == lo and seen[5] > lo
+
+
+@pytest.mark.parametrize("mode", ["rsgd", "lr+rsgd"])
+@pytest.mark.parametrize(
+    "make_opt",
+    [lambda p: torch.optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
+     lambda p: torch.optim.Adam(p, lr=0.01)],
+    ids=["sgd", "momentum", "adam"],
+)
+def test_gamma_policy_refused_without_gamma(tmp_path: Path, mode: str, make_opt) -> None:
+    """A policy that sets Γ cannot drive an optimizer without one: a clear error, nothing written."""
+    path = write_policy(tmp_path / "p.rlopt", mode)
+    model, _, _ = tiny_problem()
+    opt = make_opt(model.parameters())
+    before = [dict((k, v) for k, v in g.items() if k != "params") for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"reinforcement probability Γ.*use rlopt\.RSGD"):
+        LearnedScheduler(opt, path)
+    with pytest.raises(PolicyFileError, match=r"p\.rlopt.*reinforcement"):
+        LearnedScheduler.load(path, opt)
+    assert [dict((k, v) for k, v in g.items() if k != "params") for g in opt.param_groups] == before
+    assert all("reinforcement" not in g for g in opt.param_groups)

@@ -14,6 +14,8 @@ name                   method (numbers from :class:`BaselineSettings`)
 ``nesterov-adaptive``  SGD ``nesterov=True`` with ρ_t = Γ(t) = 1 − 1/√t (R-SGD paper Eq. (7)), lr 0.01
 ``rsgd``               :class:`rlopt.optim.RSGD` with its paper schedules: Γ(t) = 1 − 1/√t and the
                        per-epoch decay :class:`rlopt.schedules.PaperLRDecay`; lr 0.01
+``rsgd-exp``           the same R-SGD with the paper's exponential schedule Γ(t) = 1 − γ^t, γ = γ0·e^{−λ·t_ep},
+                       (γ0, λ) = (0.9995, 1e-4) (§III, §V A)
 ``plateau``            SGD 0.1 + ``ReduceLROnPlateau`` stepped every step with the smoothed loss
 ``cosine``             SGD, peak 0.1: linear warm-up over 5 % of the budget, then cosine to 0 at the budget
 ``linear``             SGD, peak 0.1: linear warm-up over 5 % of the budget, then linear decay to 0 at it
@@ -59,7 +61,7 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from rlopt.control import ObservationSpec, ema_update
 from rlopt.optim import RSGD
 from rlopt.scheduler import LearnedScheduler, PolicyFileError, load_policy
-from rlopt.schedules import PaperLRDecay, PowerReinforcement, make_momentum_sgd
+from rlopt.schedules import ExpReinforcement, PaperLRDecay, PowerReinforcement, make_momentum_sgd
 from rlopt.training import OPTIMIZER_PRESETS, make_optimizer
 
 if TYPE_CHECKING:
@@ -96,7 +98,7 @@ Hook = Callable[[float], object]
 
 #: the baselines (peers), in table order
 BaselineName = Literal[
-    "sgd", "adam", "momentum", "nesterov-adaptive", "rsgd", "plateau", "cosine", "linear",
+    "sgd", "adam", "momentum", "nesterov-adaptive", "rsgd", "rsgd-exp", "plateau", "cosine", "linear",
     "sf-sgd", "sf-adamw", "prodigy", "oracle-sgd", "oracle-adam",
 ]
 #: every baseline
@@ -111,6 +113,7 @@ BASELINE_SUMMARIES: dict[BaselineName, str] = {
     "momentum": "SGD with momentum 0.9",
     "nesterov-adaptive": "Nesterov SGD with ρ_t = 1 − 1/√t",
     "rsgd": "R-SGD with its paper schedules",
+    "rsgd-exp": "R-SGD with the paper's exponential Γ(t) = 1 − γ^t",
     "plateau": "SGD with ReduceLROnPlateau",
     "cosine": "SGD, warm-up then cosine to 0 at the budget",
     "linear": "SGD, warm-up then linear decay to 0 at the budget",
@@ -156,6 +159,10 @@ class BaselineSettings:
     """β of the paper's per-epoch decay η_n = η_{n-1}·β^n (Algorithm 1)."""
     rsgd_min_lr: float = 2.5e-4
     """floor of that decay: the paper's η_min/η0 = 0.02/0.8 times rsgd_lr."""
+    rsgd_exp_gamma0: float = 0.9995
+    """γ0 of rsgd-exp's Γ(t) = 1 − γ^t, γ = γ0·e^{−λ·t_ep} (the paper's §V A value)."""
+    rsgd_exp_lambda: float = 1e-4
+    """λ of rsgd-exp's schedule (the paper's §V A value)."""
     warmup_fraction: float = 0.05
     """share of the budget over which cosine, linear (and the oracle's schedules) warm up linearly."""
     plateau_factor: float = 0.5
@@ -187,6 +194,8 @@ class BaselineSettings:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.rsgd_decay_beta <= 1 or self.rsgd_min_lr < 0:
             raise ValueError("rsgd_decay_beta must be in (0, 1] and rsgd_min_lr >= 0")
+        if not 0 < self.rsgd_exp_gamma0 <= 1 or not self.rsgd_exp_lambda >= 0:
+            raise ValueError("rsgd_exp_gamma0 must be in (0, 1] and rsgd_exp_lambda >= 0")
         if not 0 <= self.warmup_fraction < 1 or self.sf_warmup_steps < 0:
             raise ValueError("warmup_fraction must be in [0, 1) and sf_warmup_steps >= 0")
         if not 0 < self.plateau_factor < 1 or self.plateau_patience < 0 or self.plateau_threshold < 0:
@@ -373,25 +382,36 @@ def _nesterov_adaptive(settings: BaselineSettings) -> Method:
     return Method("nesterov-adaptive", "baseline", description, build, "sgd", settings.nesterov_lr)
 
 
-def _rsgd(settings: BaselineSettings) -> Method:
-    def build(model: nn.Module, context: RunContext) -> MethodRun:
-        optimizer = RSGD(model.parameters(), lr=context.lr or settings.rsgd_lr, reinforcement=PowerReinforcement(),
-                         seed=context.seed)
-        decay = PaperLRDecay(optimizer, beta=settings.rsgd_decay_beta, min_lr=settings.rsgd_min_lr)
-        steps_done = 0
+def _rsgd_with(name: str, exponential: bool) -> Callable[[BaselineSettings], Method]:
+    """R-SGD with the paper's per-epoch lr decay and Γ(t) = 1 − 1/√t, or its exponential Γ(t) = 1 − γ^t."""
 
-        def hook(loss: float) -> None:
-            nonlocal steps_done
-            steps_done += 1
-            if steps_done % context.steps_per_epoch == 0:
-                decay.step()
+    def make(settings: BaselineSettings) -> Method:
+        def build(model: nn.Module, context: RunContext) -> MethodRun:
+            reinforcement: Callable[[int], float] = (
+                ExpReinforcement(settings.rsgd_exp_gamma0, settings.rsgd_exp_lambda, context.steps_per_epoch)
+                if exponential else PowerReinforcement()
+            )
+            optimizer = RSGD(model.parameters(), lr=context.lr or settings.rsgd_lr, reinforcement=reinforcement,
+                             seed=context.seed)
+            decay = PaperLRDecay(optimizer, beta=settings.rsgd_decay_beta, min_lr=settings.rsgd_min_lr)
+            steps_done = 0
 
-        return MethodRun(optimizer, hook=hook, scheduler=decay)
+            def hook(loss: float) -> None:
+                nonlocal steps_done
+                steps_done += 1
+                if steps_done % context.steps_per_epoch == 0:
+                    decay.step()
 
-    description = (
-        f"R-SGD lr {settings.rsgd_lr:g}, Γ(t) = 1 − 1/√t, per-epoch decay β={settings.rsgd_decay_beta:g}"
-    )
-    return Method("rsgd", "baseline", description, build, "sgd", settings.rsgd_lr)
+            return MethodRun(optimizer, hook=hook, scheduler=decay)
+
+        schedule = (
+            f"Γ(t) = 1 − γ^t, γ = {settings.rsgd_exp_gamma0:g}·exp(−{settings.rsgd_exp_lambda:g}·t_ep)"
+            if exponential else "Γ(t) = 1 − 1/√t"
+        )
+        description = f"R-SGD lr {settings.rsgd_lr:g}, {schedule}, per-epoch decay β={settings.rsgd_decay_beta:g}"
+        return Method(name, "baseline", description, build, "sgd", settings.rsgd_lr)
+
+    return make
 
 
 def _plateau(settings: BaselineSettings) -> Method:
@@ -486,7 +506,8 @@ _BASELINES: dict[str, Callable[[BaselineSettings], Method]] = {
     "adam": _adam,
     "momentum": _momentum,
     "nesterov-adaptive": _nesterov_adaptive,
-    "rsgd": _rsgd,
+    "rsgd": _rsgd_with("rsgd", exponential=False),
+    "rsgd-exp": _rsgd_with("rsgd-exp", exponential=True),
     "plateau": _plateau,
     "cosine": _warmup_schedule("cosine"),
     "linear": _warmup_schedule("linear"),
