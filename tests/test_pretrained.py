@@ -132,3 +132,28 @@ def test_step_takes_the_loss_tensor_without_autograd_warnings() -> None:
             opt.step()
             sched.step(loss)
     assert sched.controller.steps == 5
+
+
+def test_pretrained_rsgd_sets_gamma_of_an_rsgd_optimizer() -> None:
+    """The shipped Γ-controller drives rlopt.RSGD: it owns Γ from the start, keeps it in bounds and
+    leaves the rate alone; optimizers without Γ are refused."""
+    from rlopt import RSGD
+
+    policy = pretrained_policy("rsgd")
+    assert policy.optimizer == "rsgd" and policy.actions.mode == "rsgd"
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    opt = RSGD(model.parameters(), lr=policy.initial_lr, seed=0)
+    sched = LearnedScheduler.pretrained("rsgd", opt, total_steps=60)
+    assert sched.get_last_reinforcement() == [policy.actions.reinforcement_init]
+    for action in run(sched, opt, model, 60):
+        assert 0 <= action < policy.actions.n_actions
+    seen = sched.get_last_reinforcement()
+    low, high = policy.actions.reinforcement_bounds
+    assert all(low <= gamma <= high for gamma in seen)
+    assert seen[0] > policy.actions.reinforcement_init  # it strengthens reinforcement early in a run
+    assert [g["reinforcement"] for g in opt.param_groups] == seen
+    assert sched.get_last_lr() == [policy.initial_lr]  # Γ-only: the rate is the user's
+    for other in (torch.optim.SGD(model.parameters(), lr=0.01), torch.optim.Adam(model.parameters(), lr=0.001)):
+        with pytest.raises(ValueError, match="reinforcement probability Γ"):
+            LearnedScheduler.pretrained("rsgd", other)
