@@ -193,7 +193,7 @@ class SweepSettings:
     """
 
     sgd_rates: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 0.5)
-    """starting rates of the SGD methods (sgd, momentum, nesterov-adaptive, rsgd, rsgd-exp, plateau, cosine, linear, sf-sgd)."""
+    """starting rates of sgd, momentum, nesterov-adaptive, rsgd, rsgd-exp, plateau, cosine, linear and sf-sgd."""
     adam_rates: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
     """starting rates of the Adam methods (adam, sf-adamw)."""
 
