@@ -17,7 +17,6 @@ Imports stable-baselines3 and Ray Tune: only Tune's trial workers and a running 
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Callable
@@ -28,10 +27,10 @@ from typing import Any
 from ray import tune
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.callbacks import BEST_EVAL_NAME, EvalScore
+from agents.callbacks import EvalScore
 from agents.config import TrainConfig
 from agents.rundir import checkpoints_in
-from agents.train import train
+from agents.train import checkpoint_save_freq, read_best_eval, train
 
 __all__ = ["ReportCheckpoints", "newest_checkpoint_steps", "report_run", "run_trial"]
 
@@ -40,14 +39,6 @@ def newest_checkpoint_steps(out: Path) -> int:
     """Environment steps of the newest checkpoint in the run directory ``out`` (0: none)."""
     found = checkpoints_in(out / "checkpoints")
     return found[0].steps if found else 0
-
-
-def _score_so_far(out: Path) -> EvalScore | None:
-    try:
-        data = json.loads((out / "best" / BEST_EVAL_NAME).read_text())
-        return EvalScore.from_dict(data) if isinstance(data, dict) else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def report_run(trial: str, out: Path, steps: int, score: EvalScore | None, *, done: bool) -> None:
@@ -70,17 +61,20 @@ class ReportCheckpoints(BaseCallback):
     checkpoint and any new best agent are on disk when it looks.
     """
 
-    def __init__(self, trial: str, out: Path) -> None:
+    def __init__(self, trial: str, out: Path, save_freq: int) -> None:
         super().__init__()
         self.trial = trial
         self.out = out
+        self.save_freq = save_freq  # the run's checkpointer writes only on these calls: no directory scan between
         self.reported = newest_checkpoint_steps(out)  # a restored checkpoint is in Tune already
 
     def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq != 0:
+            return True
         steps = newest_checkpoint_steps(self.out)
         if steps > self.reported:
             self.reported = steps
-            report_run(self.trial, self.out, steps, _score_so_far(self.out), done=False)
+            report_run(self.trial, self.out, steps, read_best_eval(self.out), done=False)
         return True
 
 
@@ -113,7 +107,7 @@ def run_trial(
     out = Path(cfg.out)
     restore_run_directory(out)
     cfg = replace(cfg, resume=newest_checkpoint_steps(out) > 0)
-    callbacks: list[BaseCallback] = [ReportCheckpoints(name, out)]
+    callbacks: list[BaseCallback] = [ReportCheckpoints(name, out, checkpoint_save_freq(cfg))]
     if extra_callbacks is not None:
         callbacks += extra_callbacks(out)
     result = train(cfg, progress=False, callbacks=callbacks)

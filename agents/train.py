@@ -214,16 +214,25 @@ def load_newest_intact(checkpoint_dir: Path, manifest: Manifest) -> tuple[DQN, C
     raise RunDirectoryError(f"--resume: no intact checkpoint left in {checkpoint_dir}")
 
 
-def _best_so_far(out: Path, manifest: Manifest) -> EvalScore | None:
-    """The score of the run's best agent, if its ``best_model.zip`` is the one the run recorded."""
-    best_dir = out / "best"
-    if manifest.problem_with(best_dir / BEST_MODEL_NAME) is not None:
-        return None
+def checkpoint_save_freq(cfg: TrainConfig) -> int:
+    """Callback calls between checkpoints: each call is one step of every one of the ``n_envs`` envs."""
+    return max(cfg.checkpoint_every // cfg.n_envs, 1)
+
+
+def read_best_eval(out: Path) -> EvalScore | None:
+    """The recorded score of the run's best agent (``best/best_eval.json``); ``None`` if absent or unreadable."""
     try:
-        data = json.loads((best_dir / BEST_EVAL_NAME).read_text())
+        data = json.loads((out / "best" / BEST_EVAL_NAME).read_text())
         return EvalScore.from_dict(data) if isinstance(data, dict) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _best_so_far(out: Path, manifest: Manifest) -> EvalScore | None:
+    """The score of the run's best agent, if its ``best_model.zip`` is the one the run recorded."""
+    if manifest.problem_with(out / "best" / BEST_MODEL_NAME) is not None:
+        return None
+    return read_best_eval(out)
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, callbacks: Sequence[BaseCallback] = ()) -> TrainResult:
@@ -280,7 +289,7 @@ def _run(cfg: TrainConfig, out: Path, manifest: Manifest, *, progress: bool,
         logger.dump(model.num_timesteps)
 
         checkpointer = RunCheckpointCallback(
-            max(cfg.checkpoint_every // cfg.n_envs, 1), checkpoint_dir, manifest, keep=cfg.keep_checkpoints
+            checkpoint_save_freq(cfg), checkpoint_dir, manifest, keep=cfg.keep_checkpoints
         )
         callbacks: list[BaseCallback] = [ControlLoggingCallback(cfg.log_every, progress=progress), checkpointer]
         if cfg.eval_every > 0:
