@@ -118,12 +118,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _on_cpu(data: TaskData) -> TaskData:
-    return TaskData(**{f.name: getattr(data, f.name).cpu() for f in dataclasses.fields(TaskData)})
+def _on(device: torch.device) -> Callable[[TaskData], TaskData]:
+    """A function that moves every tensor of a :class:`TaskData` to ``device``."""
+    def move(data: TaskData) -> TaskData:
+        return TaskData(**{f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(TaskData)})
 
-
-def _on_device(data: TaskData, device: torch.device) -> TaskData:
-    return TaskData(**{f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(TaskData)})
+    return move
 
 
 def _moved(data: dict[str, TaskData], move: Callable[[TaskData], TaskData]) -> dict[str, TaskData]:
@@ -134,7 +134,7 @@ def _moved(data: dict[str, TaskData], move: Callable[[TaskData], TaskData]) -> d
 
 def shippable(prepared: PreparedEvaluation) -> PreparedEvaluation:
     """The prepared evaluation with its data on the CPU: what goes into the object store."""
-    return dataclasses.replace(prepared, data=_moved(prepared.data, _on_cpu))
+    return dataclasses.replace(prepared, data=_moved(prepared.data, _on(torch.device("cpu"))))
 
 
 #: the prepared evaluation this worker process last received, by object id: passes after the first reuse it
@@ -151,7 +151,7 @@ def _prepared_here(box: list[ObjectRef]) -> PreparedEvaluation:
         shipped: PreparedEvaluation = ray.get(box[0])
         device = resolve_device(shipped.config.device)  # "auto" is this node's choice
         prepared = dataclasses.replace(shipped, device=device,
-                                       data=_moved(shipped.data, lambda d: _on_device(d, device)))
+                                       data=_moved(shipped.data, _on(device)))
         _PREPARED.clear()  # one evaluation at a time: drop an earlier one's data
         _PREPARED[key] = prepared
     return prepared
