@@ -12,7 +12,7 @@ observation     :class:`rlopt.control.ObservationSpec` as a dict: feature names 
                 lengths, horizon, clip (the normalisation: features are scale-free by construction
                 and clipped to ±clip; no running statistics), observation version
 actions         :class:`rlopt.control.ActionSpec` as a dict: mode, factors, bounds, starting Γ
-optimizer       ``{"name": "sgd" | "adam" | "rsgd", "initial_lr": float}``: the optimizer the policy
+optimizer       ``{"name": "sgd" | "momentum" | "adam" | "rsgd", "initial_lr": float}``: the optimizer the policy
                 was trained with and the rate its training runs started from
 network         ``{"sizes": [19, 64, 64, 3], "activation": "relu"}``: the Q-network's layout
 weights         the Q-network's tensors, ``nn.Sequential`` names (``"0.weight"``, ...)
@@ -87,7 +87,8 @@ class Policy:
         q_network: the Q-network; the greedy action is its argmax.
         observation: what it observes (:class:`rlopt.control.ObservationSpec`).
         actions: what its actions do (:class:`rlopt.control.ActionSpec`).
-        optimizer: the optimizer it was trained with: ``"sgd"``, ``"adam"`` or ``"rsgd"``.
+        optimizer: the optimizer it was trained with: ``"sgd"``, ``"momentum"`` (SGD with momentum
+            0.9), ``"adam"`` or ``"rsgd"``.
         initial_lr: the learning rate its training runs started from.
         activation: the hidden layers' activation, ``"relu"`` or ``"tanh"``.
         metadata: free-form training record (configuration, rlopt version, results).
@@ -291,6 +292,14 @@ class SafetyConfig:
     For ``hold_steps`` steps after a back-off the policy acts as usual, except that the learning
     rate cannot rise above the value it was backed off to.
 
+    A run can also fail without a rising loss: a rate raised too far can hold the loss on a plateau
+    (dead ReLUs, saturated units) from the very start, so there is no progress to give back. The
+    **stall cap** covers that: from step ``stall_steps`` on, until the smoothed loss has once been
+    ``stall_progress`` below its first value (B_t ≤ (1 − ``stall_progress``) · S_1), no param group's
+    learning rate may exceed the rate it had when the scheduler was built. A policy may try a higher
+    rate for the first ``stall_steps`` steps; if training has made no progress by then, it goes on
+    at the user's own rate, which is what doing nothing would have done. (Only for S_1 > 0.)
+
     It acts on the learning rate only: a policy that controls just R-SGD's Γ (mode ``"rsgd"``) runs
     without it. ``LearnedScheduler(..., safety=None)`` switches it off.
     """
@@ -307,6 +316,10 @@ class SafetyConfig:
     """steps after a back-off during which the learning rate may not exceed its backed-off value."""
     loss_smoothing: float = ObservationSpec.loss_smoothing
     """β of the safety net's moving average of the loss."""
+    stall_steps: int | None = 50
+    """steps after which a run without progress is held at or below its starting rates; None: no stall cap."""
+    stall_progress: float = 0.05
+    """share of the first smoothed loss that the smoothed loss must once fall by to count as progress."""
 
     def __post_init__(self) -> None:
         if not 1 < self.rise_factor < math.inf:
@@ -320,6 +333,10 @@ class SafetyConfig:
                              f"{self.hold_steps}")
         if not 0 <= self.loss_smoothing < 1:
             raise ValueError(f"loss_smoothing must lie in [0, 1), got {self.loss_smoothing}")
+        if self.stall_steps is not None and self.stall_steps < 0:
+            raise ValueError(f"stall_steps must be >= 0 or None, got {self.stall_steps}")
+        if not 0 < self.stall_progress < 1:
+            raise ValueError(f"stall_progress must lie in (0, 1), got {self.stall_progress}")
 
 
 #: the safety net a :class:`LearnedScheduler` runs with unless told otherwise
@@ -330,7 +347,7 @@ class SafetyNet:
     """The run state of :class:`SafetyConfig`'s rules: the moving average, its best and first
     values, and the cooldown and hold counters. :meth:`LearnedScheduler.step` drives it."""
 
-    def __init__(self, config: SafetyConfig) -> None:
+    def __init__(self, config: SafetyConfig, start_rates: list[float]) -> None:
         self.config = config
         self.smoothed: float | None = None
         self.best: float | None = None
@@ -338,16 +355,22 @@ class SafetyNet:
         self.steps_since_backoff = config.cooldown_steps  # the first rise may back off at once
         self.hold_left = 0
         self.hold_caps: list[float] = []
+        self.start_rates = list(start_rates)
+        self.steps = 0
+        self.progressed = False
 
     def should_back_off(self, loss: float) -> bool:
         """Record one step's loss; ``True`` when the rules call for a back-off now."""
         cfg = self.config
         self.steps_since_backoff += 1
+        self.steps += 1
         if not math.isfinite(loss):
             return True  # kept out of the average: one inf would make it inf for good
         smoothed = self.smoothed = ema_update(self.smoothed, loss, cfg.loss_smoothing)
         first = self.first = smoothed if self.first is None else self.first
         best = self.best = smoothed if self.best is None else min(self.best, smoothed)
+        if first > 0 and best <= (1 - cfg.stall_progress) * first:
+            self.progressed = True
         rose = smoothed - best > cfg.progress_fraction * (first - best) and (
             best <= 0 or smoothed > cfg.rise_factor * best
         )
@@ -359,8 +382,17 @@ class SafetyNet:
         self.hold_left = self.config.hold_steps
         self.hold_caps = list(rates)
 
+    @property
+    def stalled(self) -> bool:
+        """No progress (:attr:`SafetyConfig.stall_progress`) after :attr:`SafetyConfig.stall_steps` steps."""
+        limit = self.config.stall_steps
+        return limit is not None and self.steps >= limit and not self.progressed and (self.first or 0) > 0
+
     def cap(self, rates: list[float]) -> list[float]:
-        """``rates`` held at or below the backed-off ones while a hold lasts (one step of it)."""
+        """``rates`` held at or below the backed-off ones while a hold lasts (one step of it), and at
+        or below the starting rates while the run is :attr:`stalled`."""
+        if self.stalled:
+            rates = [min(rate, start) for rate, start in zip(rates, self.start_rates, strict=True)]
         if self.hold_left <= 0:
             return rates
         self.hold_left -= 1
@@ -374,6 +406,9 @@ class SafetyNet:
             "steps_since_backoff": self.steps_since_backoff,
             "hold_left": self.hold_left,
             "hold_caps": list(self.hold_caps),
+            "start_rates": list(self.start_rates),
+            "steps": self.steps,
+            "progressed": self.progressed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -381,6 +416,10 @@ class SafetyNet:
         self.steps_since_backoff = int(state["steps_since_backoff"])
         self.hold_left = int(state["hold_left"])
         self.hold_caps = [float(c) for c in state["hold_caps"]]
+        # states saved before the stall cap existed: keep this run's starting rates, count from here
+        self.start_rates = [float(r) for r in state.get("start_rates", self.start_rates)]
+        self.steps = int(state.get("steps", 0))
+        self.progressed = bool(state.get("progressed", True))
 
 
 class LearnedScheduler(LRScheduler):
@@ -394,7 +433,9 @@ class LearnedScheduler(LRScheduler):
     It then takes the action with the highest Q-value (:class:`GreedyQ`) and writes the new learning
     rate and/or R-SGD Γ into ``optimizer.param_groups``; new values are clamped to the policy's bounds.
     A safety net (:class:`SafetyConfig`, on by default) overrides the policy when the loss rises
-    sharply or stops being finite: it halves the learning rate and keeps it from rising for a while.
+    sharply or stops being finite: it halves the learning rate and keeps it from rising for a while;
+    and while training makes no progress after its first steps, it holds the rate at or below the
+    one the run started from.
 
     Args:
         optimizer: the optimizer to steer. Its starting rate must lie within the policy's lr bounds
@@ -408,7 +449,10 @@ class LearnedScheduler(LRScheduler):
         safety: when to back the learning rate off against the policy (:class:`SafetyConfig`);
             ``None`` lets the policy act alone, as it did in training.
 
-    After each ``step``: ``last_action`` is the policy's greedy action; ``last_backed_off`` says
+    A policy trained with a decision interval (``actions.interval`` = k) acts on every k-th call only
+    (calls 1, 1 + k, …), as in training; the safety net still watches every step.
+
+    After each ``step``: ``last_action`` is the policy's latest greedy action; ``last_backed_off`` says
     whether the safety net replaced it by a back-off on that step (the action was then not applied);
     ``backoffs`` counts the back-offs of the run.
 
@@ -452,7 +496,8 @@ class LearnedScheduler(LRScheduler):
         self.last_action: int | None = None
         self.safety = safety
         # the safety net moves the learning rate; a policy that only sets Γ runs without it
-        self._safety = SafetyNet(safety) if safety is not None and actions.controls_lr else None
+        start_rates = [float(g["lr"]) for g in optimizer.param_groups]
+        self._safety = SafetyNet(safety, start_rates) if safety is not None and actions.controls_lr else None
         self.last_backed_off = False
         self.backoffs = 0
         self._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
@@ -508,8 +553,12 @@ class LearnedScheduler(LRScheduler):
             raise TypeError("LearnedScheduler.step(loss) needs the step's training loss, as ReduceLROnPlateau "
                             "needs its metric")
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        action = self._greedy(self.controller.observe(value))
-        self.last_action = action
+        observation = self.controller.observe(value)
+        # a policy with a decision interval acts after step 1, 1 + interval, 1 + 2·interval, …
+        decides = self.last_epoch % self.actions.interval == 0
+        action = self._greedy(observation) if decides else None
+        if decides:
+            self.last_action = action
         safety = self._safety
         self.last_backed_off = safety is not None and safety.should_back_off(value)
         groups = self.optimizer.param_groups
@@ -520,7 +569,8 @@ class LearnedScheduler(LRScheduler):
             safety.backed_off([float(g["lr"]) for g in groups])
             self.backoffs += 1
         else:
-            self.controller.act(action)
+            if action is not None:
+                self.controller.act(action)
             if safety is not None:
                 for group, lr in zip(groups, safety.cap([g["lr"] for g in groups]), strict=True):
                     group["lr"] = lr

@@ -184,10 +184,90 @@ def test_state_dict_carries_the_hold(tmp_path: Path) -> None:
     assert drive(sched2, opt2, model2, [1.0] * 8) == pytest.approx(expected)
 
 
+def test_a_run_without_progress_is_held_at_its_starting_rate(tmp_path: Path) -> None:
+    """A plateau from the start (the loss a too-high rate can hold at chance): the policy may raise the
+    rate for stall_steps steps, then the rate goes back to the user's until the loss makes progress."""
+    config = SafetyConfig(stall_steps=20, stall_progress=0.05)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = LearnedScheduler(opt, policy, safety=config)
+    plateau = [2.3 + 0.01 * (-1) ** t for t in range(40)]  # noisy, never 5 % down
+    rates = drive(sched, opt, model, plateau)
+    assert rates[18] == pytest.approx(0.01 / 0.9**19)  # raised freely while on probation
+    assert rates[19:] == pytest.approx([0.01] * 21)  # stalled: held at the starting rate
+    assert sched.backoffs == 0  # no rise, so no back-off: the cap alone acted
+    # progress (the smoothed loss 5 % below its first value) lifts the cap for good
+    falling = [2.3 * 0.9**k for k in range(1, 11)]
+    rates = drive(sched, opt, model, falling)
+    assert rates[-1] > 0.01
+    rates = drive(sched, opt, model, [falling[-1]] * 30)  # a new plateau: the cap does not return
+    assert rates[-1] > rates[0] > 0.01 and sched.backoffs == 0
+
+
+def test_progress_within_the_probation_never_caps(tmp_path: Path) -> None:
+    config = SafetyConfig(stall_steps=20)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = LearnedScheduler(opt, policy, safety=config)
+    slow = [2.3 * 0.995**t for t in range(60)]  # 2.3 → 1.7, 5 % down after a dozen steps
+    rates = drive(sched, opt, model, slow)
+    assert rates == pytest.approx([min(0.01 / 0.9 ** (t + 1), 0.5) for t in range(60)])
+    # without progress the same policy is held at 0.01 from step 20 on
+    model2 = nn.Linear(4, 1)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.01)
+    sched2 = LearnedScheduler(opt2, policy, safety=config)
+    assert drive(sched2, opt2, model2, [2.3] * 60)[-1] == pytest.approx(0.01)
+    # and with the cap switched off it is not
+    model3 = nn.Linear(4, 1)
+    opt3 = torch.optim.SGD(model3.parameters(), lr=0.01)
+    sched3 = LearnedScheduler(opt3, policy, safety=SafetyConfig(stall_steps=None))
+    assert drive(sched3, opt3, model3, [2.3] * 60)[-1] == pytest.approx(0.5)
+
+
+def test_state_dict_carries_the_starting_rates_of_the_stall_cap(tmp_path: Path) -> None:
+    config = SafetyConfig(stall_steps=10)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler(opt, policy, safety=config)
+    drive(sched, opt, model, [2.3] * 5)  # on probation, the rate raised above 0.1
+    state = {"opt": opt.state_dict(), "sched": sched.state_dict(), "model": model.state_dict()}
+    expected = drive(sched, opt, model, [2.3] * 10)
+    assert expected[-1] == pytest.approx(0.1)
+
+    model2 = nn.Linear(4, 1)
+    model2.load_state_dict(state["model"])
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.5)
+    opt2.load_state_dict(state["opt"])  # the raised rate: the resumed scheduler is built at it
+    sched2 = LearnedScheduler(opt2, policy, safety=config)
+    sched2.load_state_dict(state["sched"])
+    assert drive(sched2, opt2, model2, [2.3] * 10) == pytest.approx(expected)
+
+
+def test_a_policy_with_a_decision_interval_acts_every_kth_step(tmp_path: Path) -> None:
+    actions = ActionSpec(interval=3)
+    obs = ObservationSpec()
+    net = build_q_network([obs.size, 8, actions.n_actions])
+    with torch.no_grad():
+        net[-1].weight.zero_()  # type: ignore[operator]
+        net[-1].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))  # type: ignore[operator]
+    path = save_policy(tmp_path / "k3.rlopt", net, obs, actions, optimizer="sgd", initial_lr=0.01)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = LearnedScheduler(opt, path, safety=None)
+    assert sched.actions.interval == 3  # the policy file keeps it
+    rates = drive(sched, opt, model, [1.0] * 7)
+    raised = [0.01 / 0.9, 0.01 / 0.9**2, 0.01 / 0.9**3]
+    assert rates == pytest.approx([raised[0]] * 3 + [raised[1]] * 3 + [raised[2]])  # after calls 1, 4 and 7
+
+
 @pytest.mark.parametrize(
     "field, value",
     [("rise_factor", 1.0), ("progress_fraction", 1.5), ("backoff", 1.0), ("backoff", 0.0), ("cooldown_steps", 0),
-     ("hold_steps", -1), ("loss_smoothing", 1.0)],
+     ("hold_steps", -1), ("loss_smoothing", 1.0), ("stall_steps", -1), ("stall_progress", 0.0),
+     ("stall_progress", 1.0)],
 )
 def test_invalid_safety_settings_are_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
