@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rlopt.control import ControlMode
+from rlopt.control import ActionSpec, ControlMode
+from rlopt.rewards import RewardConfig
 from rlopt.tasks import DEFAULT_TASK, OptimizerName, TaskSize, tasks_in
+from rlopt.training import OPTIMIZER_PRESETS
 
 StartMode = Literal["fixed", "random"]
 PresetName = Literal["default", "paper"]
@@ -123,14 +125,24 @@ class TrainConfig:
     """every episode starts from a rate drawn log-uniformly within the optimizer's lr bounds."""
     batch_size: int | None = None
     """mini-batch size; None takes the task's (Zhu et al.: 32)."""
+    lr_init: float | None = None
+    """every episode's starting learning rate; None takes the optimizer's preset (SGD 0.1, R-SGD 0.01, Adam
+    0.001). With --control lr it must lie within the lr bounds; --random-lr-init replaces it."""
+    reinforcement_init: float = ActionSpec.reinforcement_init
+    """the R-SGD Γ every episode starts from when the agent controls Γ (--control rsgd or lr+rsgd)."""
+    decision_interval: int = 1
+    """optimizer steps per agent decision: one environment step runs this many training steps and sums their
+    rewards; the exported policy acts as often. Episode lengths stay in optimizer steps."""
     dqn: DQNSettings = field(default_factory=DQNSettings)
     """DQN hyperparameters (each a --dqn.FIELD flag)."""
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    """reward magnitudes (each a --rewards.FIELD flag; rlopt.rewards.RewardConfig)."""
 
     def __post_init__(self) -> None:
         if self.control != "lr" and self.optimizer != "rsgd":
             raise ValueError(f"--control {self.control} changes R-SGD's Γ: it needs --optimizer rsgd")
         for name in ("episodes", "n_envs", "checkpoint_every", "keep_checkpoints", "log_every", "threads",
-                     "eval_episodes", "episode_steps", "validation_size"):
+                     "eval_episodes", "episode_steps", "validation_size", "decision_interval"):
             _require(getattr(self, name) >= 1, f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         _require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _require(
@@ -148,6 +160,15 @@ class TrainConfig:
             f"--train-size {self.train_size} is smaller than one batch (--batch-size {batch})",
         )
         _require(self.out.strip() != "", "--out must name a directory")
+        _require(self.lr_init is None or 0 < self.lr_init < math.inf,
+                 f"--lr-init must be a positive finite rate, got {self.lr_init}")
+        if self.lr_init is not None and self.control != "rsgd" and not self.random_lr_init:
+            lo, hi = OPTIMIZER_PRESETS[self.optimizer].lr_bounds
+            _require(lo <= self.lr_init <= hi, f"--lr-init {self.lr_init:g} lies outside {self.optimizer}'s lr bounds "
+                     f"[{lo:g}, {hi:g}], which --control {self.control} keeps the rate within")
+        lo, hi = ActionSpec.reinforcement_bounds
+        _require(lo <= self.reinforcement_init <= hi,
+                 f"--reinforcement-init must lie within [{lo}, {hi}], got {self.reinforcement_init}")
 
     @property
     def mean_episode_steps(self) -> float:
@@ -159,7 +180,8 @@ class TrainConfig:
 
     @property
     def total_timesteps(self) -> int:
-        return round(self.episodes * self.mean_episode_steps)
+        """Environment steps of the run: episodes × the mean episode length / the decision interval."""
+        return round(self.episodes * self.mean_episode_steps / self.decision_interval)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,7 +200,11 @@ class TrainConfig:
             raise ValueError(f"unknown DQN settings {sorted(set(dqn) - dqn_known)}")
         if "net_arch" in dqn:
             dqn["net_arch"] = tuple(dqn["net_arch"])
-        return cls(**values, dqn=DQNSettings(**dqn))
+        rewards = dict(values.pop("rewards", {}))
+        rewards_known = {f.name for f in dataclasses.fields(RewardConfig)}
+        if set(rewards) - rewards_known:
+            raise ValueError(f"unknown reward settings {sorted(set(rewards) - rewards_known)}")
+        return cls(**values, dqn=DQNSettings(**dqn), rewards=RewardConfig(**rewards))
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:

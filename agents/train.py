@@ -76,7 +76,8 @@ __all__ = [
 #: the layout of its replay buffer (one column per environment), so a change would not continue the run
 RESUME_INVARIANTS: tuple[str, ...] = (
     "control", "task", "optimizer", "start", "preset", "episode_steps", "max_episode_steps", "random_lr_init",
-    "batch_size", "train_size", "validation_size", "data_dir", "seed", "n_envs", "dqn",
+    "batch_size", "train_size", "validation_size", "data_dir", "seed", "n_envs", "dqn", "lr_init",
+    "reinforcement_init", "rewards", "decision_interval",
 )
 
 

@@ -50,7 +50,7 @@ class EnvConfig:
             optimizer; ``optimizer``, ``batch_size`` and ``model`` override its values when given.
             Several comma-separated names, or a split name (``train``), make a pool: every episode
             draws one of them from ``np_random``.
-        optimizer: ``"sgd"``, ``"adam"`` or ``"rsgd"``; ``None`` takes the task's.
+        optimizer: ``"sgd"``, ``"momentum"``, ``"adam"`` or ``"rsgd"``; ``None`` takes the task's.
         start: ``"fixed"`` — the same initial network and batch order every episode (§4.3);
             ``"random"`` — new ones drawn from ``np_random`` each episode (§4.4).
         episode_steps: training steps per episode (250): the env truncates there, and it is the
@@ -68,6 +68,9 @@ class EnvConfig:
             (``lr_init`` is then ignored).
         lr_bounds: allowed learning rates; ``None`` takes the optimizer's preset ([0.001, 0.5] for SGD).
         reinforcement_init: starting R-SGD Γ when the agent controls it.
+        decision_interval: optimizer steps per env step: the action is applied, then this many
+            training steps run (fewer at the episode's end) and their rewards are summed. Episode
+            lengths, the ``step`` feature and the rewards' horizon stay counted in optimizer steps.
         fixed_seed: seed of the network initialisation and batch order in the ``fixed`` start mode.
         held_out: draw random start points from the model-selection seed range (evaluation during
             training), which neither training nor evaluate.py's held-out seeds use.
@@ -91,6 +94,7 @@ class EnvConfig:
     random_lr_init: bool = False
     lr_bounds: tuple[float, float] | None = None
     reinforcement_init: float = ActionSpec.reinforcement_init
+    decision_interval: int = 1
     fixed_seed: int = 0
     held_out: bool = False
     data_dir: str | None = None
@@ -100,6 +104,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.start not in ("fixed", "random"):
             raise ValueError(f"start must be 'fixed' or 'random', got {self.start!r}")
+        if self.decision_interval < 1:
+            raise ValueError(f"decision_interval must be >= 1, got {self.decision_interval}")
         if self.max_episode_steps is not None and self.max_episode_steps < self.episode_steps:
             raise ValueError(f"max_episode_steps {self.max_episode_steps} is below episode_steps {self.episode_steps}")
         for task in self.task_specs:  # raises for an unknown task
@@ -151,7 +157,8 @@ class EnvConfig:
         """What actions do on ``task`` (default: the first of the pool); the lr bounds are its optimizer's."""
         optimizer = (task or self.task_spec).optimizer
         bounds = OPTIMIZER_PRESETS[optimizer].lr_bounds if self.lr_bounds is None else self.lr_bounds
-        return ActionSpec(mode=self.control, lr_bounds=bounds, reinforcement_init=self.reinforcement_init)
+        return ActionSpec(mode=self.control, lr_bounds=bounds, reinforcement_init=self.reinforcement_init,
+                          interval=self.decision_interval)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -336,6 +343,32 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         changes = self._action_spec.decode(action) != (1.0, 1.0)
         cfg = self.config
         in_bounds = self._controller.act(action)
+        reward = -cfg.rewards.change_cost if changes else 0.0
+        floor = cfg.rewards.score_floor
+        terminated = truncated = False
+        for _ in range(self._action_spec.interval):  # one optimizer step unless a decision interval is set
+            step_reward, terminated = self._train_step(in_bounds)
+            reward += step_reward
+            # the episode's own length ends it (not a TimeLimit wrapper: the length is a setting of the env)
+            truncated = not terminated and (
+                self._steps >= self._episode_steps or (floor is not None and self._score + reward < floor)
+            )
+            if terminated or truncated:
+                break
+        self._score += reward
+        info = self._get_info()
+        if terminated or truncated:
+            result = self._trainer.evaluate(self._val_x, self._val_y)
+            info["val_loss"] = result.loss if math.isfinite(result.loss) else float("nan")
+            info["val_accuracy"] = result.accuracy
+        # out of bounds nothing trained: a copy, so reset's and step's arrays are never one object
+        obs = self._obs if in_bounds else self._obs.copy()
+        return obs, float(reward), terminated, truncated, info
+
+    def _train_step(self, in_bounds: bool) -> tuple[float, bool]:
+        """One optimizer step (none when the action left the bounds) and its tiered reward; returns the
+        reward and whether it ends the episode (tier 1)."""
+        assert self._trainer is not None and self._controller is not None
         self._steps += 1
         if in_bounds:
             loss = self._trainer.train_step()
@@ -348,28 +381,14 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             window[-1] = window[-1] if math.isfinite(self._loss) else math.nan
         # out of bounds: the clamped values are never trained with, the episode ends on this window
         reward, tier = tiered_reward(window, self._best_loss, self._steps, horizon=self._episode_steps,
-                                     in_bounds=in_bounds, config=cfg.rewards)
-        if changes:
-            reward -= cfg.rewards.change_cost
+                                     in_bounds=in_bounds, config=self.config.rewards)
         self._last_tier = tier
-        self._score += reward
         judged = window[-1]
         if in_bounds and math.isfinite(judged):
             self._best_loss = min(self._best_loss, judged)
-            if self._steps_to_threshold < 0 and judged <= cfg.rewards.threshold_loss:
+            if self._steps_to_threshold < 0 and judged <= self.config.rewards.threshold_loss:
                 self._steps_to_threshold = self._steps
-        terminated = tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)
-        floor = cfg.rewards.score_floor
-        # the episode's own length ends it (not a TimeLimit wrapper: the length is a setting of the env)
-        truncated = not terminated and (
-            self._steps >= self._episode_steps or (floor is not None and self._score < floor)
-        )
-        info = self._get_info()
-        if terminated or truncated:
-            result = self._trainer.evaluate(self._val_x, self._val_y)
-            info["val_loss"] = result.loss if math.isfinite(result.loss) else float("nan")
-            info["val_accuracy"] = result.accuracy
-        return self._obs, float(reward), terminated, truncated, info
+        return reward, tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)
 
     def _judged_losses(self) -> Sequence[float]:
         assert self._controller is not None

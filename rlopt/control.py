@@ -150,6 +150,9 @@ class ActionSpec:
         lr_bounds: allowed learning rates; leaving them is reward tier 1 (§4.1: [0.001, 0.5]).
         reinforcement_bounds: allowed Γ.
         reinforcement_init: Γ the controller starts from when it controls Γ.
+        interval: optimizer steps per decision. The policy acts after the first step and then after
+            every ``interval``-th (steps 1, 1 + interval, 1 + 2·interval, …); the training
+            environment runs ``interval`` optimizer steps per env step and sums their rewards.
     """
 
     mode: ControlMode = "lr"
@@ -158,8 +161,11 @@ class ActionSpec:
     lr_bounds: tuple[float, float] = (0.001, 0.5)
     reinforcement_bounds: tuple[float, float] = (0.0, 0.999)
     reinforcement_init: float = 0.5
+    interval: int = 1
 
     def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise ValueError(f"interval must be >= 1 optimizer step per decision, got {self.interval}")
         if self.mode not in CONTROL_MODES:
             raise ValueError(f"mode must be one of {CONTROL_MODES}, got {self.mode!r}")
         lo, hi = self.lr_bounds

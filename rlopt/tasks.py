@@ -19,7 +19,7 @@ from rlopt.data.containers import PIXEL_MAX, ImageData, Split
 from rlopt.models import ModelName
 
 #: the optimizer families a task trains with and a policy can be trained on
-OptimizerName = Literal["sgd", "adam", "rsgd"]
+OptimizerName = Literal["sgd", "momentum", "adam", "rsgd"]
 OPTIMIZER_NAMES: tuple[OptimizerName, ...] = get_args(OptimizerName)
 
 
@@ -109,7 +109,7 @@ class Task:
         dataset: the dataset variant (:func:`derive_dataset`).
         model: :data:`rlopt.models.MODEL_NAMES`; its loss is :func:`rlopt.models.loss_function`.
         batch_size: mini-batch size.
-        optimizer: the optimizer family a controller steers (``sgd`` or ``adam``; ``rsgd`` for
+        optimizer: the optimizer family a controller steers (``sgd``, ``momentum`` or ``adam``; ``rsgd`` for
             R-SGD control).
         split: ``train`` (agents may learn on it) or ``held-out`` (evaluation only).
         description: one line for tables and ``--help``.

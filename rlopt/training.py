@@ -162,15 +162,21 @@ class OptimizerPreset:
     SGD and R-SGD follow Zhu et al. §4.1 (bounds [0.001, 0.5]; they start SGD at 0.1 in Fig. 2c);
     Adam's scale is about 100× smaller (their Adam baseline runs at 0.001). R-SGD starts at 0.01:
     with its default Γ(t) = 1 − 1/√t its effective step grows like lr·√t, and from 0.1 it diverges
-    on the CNN (docs/benchmarks.md, *Baseline settings*).
+    on the CNN (docs/benchmarks.md, *Baseline settings*). SGD with momentum 0.9 takes SGD's rates
+    divided by 1 / (1 − 0.9) = 10, so that its effective step lr / (1 − μ) spans SGD's.
     """
 
     lr: float
     lr_bounds: tuple[float, float]
 
 
+#: the heavy-ball momentum of the ``momentum`` optimizer family (the benchmark's ``momentum`` baseline's)
+MOMENTUM = 0.9
+
 OPTIMIZER_PRESETS: dict[str, OptimizerPreset] = {
     "sgd": OptimizerPreset(lr=0.1, lr_bounds=(0.001, 0.5)),
+    # heavy-ball momentum 0.9: the effective step lr / (1 − 0.9) is 10 lr, so SGD's rates / 10
+    "momentum": OptimizerPreset(lr=0.01, lr_bounds=(0.0001, 0.05)),
     "rsgd": OptimizerPreset(lr=0.01, lr_bounds=(0.001, 0.5)),
     "adam": OptimizerPreset(lr=0.001, lr_bounds=(1e-5, 0.05)),
 }
@@ -179,7 +185,8 @@ OPTIMIZER_PRESETS: dict[str, OptimizerPreset] = {
 def make_optimizer(
     name: str, params: Iterable[torch.Tensor], lr: float | None = None, *, seed: int = 0
 ) -> torch.optim.Optimizer:
-    """``torch.optim.SGD``, ``torch.optim.Adam`` or :class:`rlopt.optim.RSGD` by name.
+    """``torch.optim.SGD`` (``sgd``; ``momentum``: heavy-ball momentum :data:`MOMENTUM`),
+    ``torch.optim.Adam`` or :class:`rlopt.optim.RSGD` by name.
 
     ``lr=None`` takes the preset's starting rate; ``seed`` seeds R-SGD's reinforcement draws.
     """
@@ -188,6 +195,8 @@ def make_optimizer(
     lr = OPTIMIZER_PRESETS[name].lr if lr is None else lr
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     return RSGD(params, lr=lr, seed=seed)

@@ -173,7 +173,7 @@ def test_help_shows_each_default_once_and_the_choices() -> None:
     text = _plain(result.stdout)
     assert not re.search(r"\(default: [^()]*\) \(default:", text), "a flag shows two defaults"
     assert "(default: None) (default" not in text
-    for choices in ("{lr,rsgd,lr+rsgd}", "{sgd,adam,rsgd}", "{fixed,random}", "{default,paper}"):
+    for choices in ("{lr,rsgd,lr+rsgd}", "{sgd,momentum,adam,rsgd}", "{fixed,random}", "{default,paper}"):
         assert choices in text
     assert "--resume, --no-resume" in text
     assert f"--train-size INT training images the CNN learns from (Zhu et al.: 8,000 MNIST images). " \
@@ -201,6 +201,25 @@ def test_task_pools_lengths_and_starting_rates_reach_the_env() -> None:
         TrainConfig(episode_steps=300, max_episode_steps=200)
 
 
+def test_starting_values_and_rewards_reach_the_env_and_survive_config_json(tmp_path: Path) -> None:
+    cfg = parse_config(["--control", "rsgd", "--optimizer", "rsgd", "--task", "mnist-mlp", "--lr-init", "0.8",
+                        "--reinforcement-init", "0.1", "--rewards.score-floor", "None",
+                        "--rewards.too-low-penalty", "-0.1"])
+    ecfg = env_config(cfg)
+    assert (ecfg.lr_init, ecfg.reinforcement_init) == (0.8, 0.1)  # Γ control leaves the rate alone: any rate
+    assert (ecfg.rewards.score_floor, ecfg.rewards.too_low_penalty) == (None, -0.1)
+    assert ecfg.action_spec(ecfg.task_spec).reinforcement_init == 0.1
+    cfg.save(tmp_path / "config.json")
+    assert TrainConfig.load(tmp_path / "config.json") == cfg
+    with pytest.raises(ValueError, match="unknown reward settings"):
+        TrainConfig.from_dict({"rewards": {"no_such": 1}})
+    # a config.json written before these settings existed still loads, with their defaults
+    old = cfg.to_dict()
+    for key in ("lr_init", "reinforcement_init", "rewards"):
+        old.pop(key)
+    assert TrainConfig.from_dict(old).rewards == TrainConfig().rewards
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -213,6 +232,10 @@ def test_task_pools_lengths_and_starting_rates_reach_the_env() -> None:
         (["--control", "rsgd"], "--control rsgd changes R-SGD's Γ: it needs --optimizer rsgd"),
         (["--dqn.gamma", "2"], "--dqn.gamma must lie in [0, 1]"),
         (["--eval-every", "-1"], "--eval-every must be >= 0"),
+        (["--lr-init", "0"], "--lr-init must be a positive finite rate"),
+        (["--lr-init", "0.8"], "--lr-init 0.8 lies outside sgd's lr bounds [0.001, 0.5]"),
+        (["--reinforcement-init", "1"], "--reinforcement-init must lie within [0.0, 0.999]"),
+        (["--rewards.too-low-penalty", "1"], "too_low_penalty"),
     ],
 )
 def test_bad_values_are_one_line_errors_with_exit_2(

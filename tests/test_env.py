@@ -191,6 +191,25 @@ def test_score_cut_off_truncates_not_terminates(tiny_data: ImageData) -> None:
     assert "val_accuracy" in info
 
 
+def test_a_decision_interval_runs_k_steps_per_action_and_sums_their_rewards(tiny_data: ImageData) -> None:
+    """k = 3 over a 10-step episode: env steps of 3, 3, 3 and 1 training steps. Each is the k = 1 run
+    whose action is followed by keeps: the same observations, the rewards summed, the length and
+    the step feature in optimizer steps."""
+    decisions = [2, 0, 1, 2]
+    fine = [a for d in decisions for a in (d, 1, 1)][:10]
+    one = rollout(make(ENV_IDS["lr"], tiny_data, episode_steps=10), 3, fine)
+    three = rollout(make(ENV_IDS["lr"], tiny_data, episode_steps=10, decision_interval=3), 3, decisions)
+    assert [info["step"] for info in three[2]] == [0, 3, 6, 9, 10]
+    assert len(three[1]) == 4 and "val_loss" in three[2][-1] and "val_loss" not in three[2][-2]
+    np.testing.assert_array_equal(three[0], one[0][[0, 3, 6, 9, 10]])
+    sums = [sum(one[1][i : i + 3]) for i in (0, 3, 6, 9)]
+    assert three[1] == pytest.approx(sums)
+    assert three[2][-1]["score"] == pytest.approx(one[2][-1]["score"])
+    assert three[0][-1][FEATURE_NAMES.index("step")] == 1.0
+    with pytest.raises(ValueError, match="decision_interval"):
+        HyperparamControlEnv(data=tiny_data, decision_interval=0)
+
+
 def test_changing_the_rate_costs_change_cost(tiny_data: ImageData) -> None:
     from rlopt.rewards import RewardConfig
 
@@ -214,6 +233,18 @@ def test_action_outside_the_space_is_refused_and_changes_nothing(bad: int, tiny_
     after = env.step(1)[4]
     assert after["step"] == before["step"] + 1  # the refused action trained nothing
     assert after["lr"] == before["lr"]
+
+
+def test_momentum_episodes_run_heavy_ball_sgd_within_its_bounds(tiny_data: ImageData) -> None:
+    env = gym.make(ENV_IDS["lr"], data=tiny_data, optimizer="momentum", episode_steps=5)
+    _, info = env.reset(seed=0)
+    inner = env.unwrapped
+    assert isinstance(inner, HyperparamControlEnv)
+    assert inner.action_spec.lr_bounds == (0.0001, 0.05) and info["lr"] == 0.01
+    group = inner._trainer.optimizer.param_groups[0]  # type: ignore[union-attr]
+    assert group["momentum"] == 0.9
+    _, _, _, _, info = env.step(2)
+    assert info["lr"] == pytest.approx(0.01 / 0.9)
 
 
 @pytest.mark.parametrize("task", ["mnist-cnn-adam", "mnist-cnn-wide", "mnist-mlp", "mnist-cnn-b128"])

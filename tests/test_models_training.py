@@ -61,6 +61,18 @@ def test_seeded_model_leaves_global_rng_alone() -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_the_momentum_family_is_heavy_ball_sgd_at_a_tenth_of_sgds_rates() -> None:
+    from rlopt.training import MOMENTUM, OPTIMIZER_PRESETS
+
+    opt = make_optimizer("momentum", ShallowCNN().parameters())
+    assert type(opt) is torch.optim.SGD
+    group = opt.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["lr"]) == (MOMENTUM, False, OPTIMIZER_PRESETS["momentum"].lr)
+    # the effective step lr / (1 − μ) spans the same range as plain SGD's rates
+    low, high = OPTIMIZER_PRESETS["momentum"].lr_bounds
+    assert (low / (1 - MOMENTUM), high / (1 - MOMENTUM)) == pytest.approx(OPTIMIZER_PRESETS["sgd"].lr_bounds)
+
+
 def test_bad_inputs_are_clear_errors(tiny_data: ImageData) -> None:
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("lbfgs", ShallowCNN().parameters())

@@ -108,7 +108,7 @@ def test_every_shipped_policy_loads_is_small_and_documented() -> None:
     readme = root.joinpath("README.md").read_text()
     for name in pretrained_names():
         policy = pretrained_policy(name)
-        assert policy.optimizer in ("sgd", "adam", "rsgd")
+        assert policy.optimizer in ("sgd", "momentum", "adam", "rsgd")
         with importlib.resources.as_file(root.joinpath(f"{name}.rlopt")) as path:
             assert path.stat().st_size < MAX_SHIPPED_BYTES
         assert f"| `{name}` |" in readme, f"rlopt/policies/README.md has no row for {name}"

@@ -132,7 +132,7 @@ def test_resume_restores_the_flags_it_is_not_given(idx_dir: Path, tmp_path: Path
     saved = tiny_config(idx_dir, out, episodes=7)
     saved.save(out / "config.json")
     resumed = parse_config(["--out", str(out), "--resume"])
-    assert resumed == TrainConfig(**{**saved.to_dict(), "resume": True, "dqn": saved.dqn})
+    assert resumed == TrainConfig(**{**saved.to_dict(), "resume": True, "dqn": saved.dqn, "rewards": saved.rewards})
     assert (resumed.episodes, resumed.eval_every, resumed.dqn.batch_size) == (7, 25, 16)
     assert parse_config(["--out", str(out), "--resume", "--episodes", "9"]).episodes == 9
 
