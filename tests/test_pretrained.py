@@ -157,3 +157,20 @@ def test_pretrained_rsgd_sets_gamma_of_an_rsgd_optimizer() -> None:
     for other in (torch.optim.SGD(model.parameters(), lr=0.01), torch.optim.Adam(model.parameters(), lr=0.001)):
         with pytest.raises(ValueError, match="reinforcement probability Γ"):
             LearnedScheduler.pretrained("rsgd", other)
+
+
+def test_pretrained_adam_drives_torch_adam_within_its_bounds() -> None:
+    """The shipped Adam policy starts from Adam's 1e-3, keeps the rate within Adam's bounds, and (like
+    every lr policy) is refused on an optimizer that starts outside them."""
+    policy = pretrained_policy("adam")
+    assert (policy.optimizer, policy.actions.mode, policy.initial_lr) == ("adam", "lr", 0.001)
+    low, high = policy.actions.lr_bounds
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=policy.initial_lr)
+    sched = LearnedScheduler.pretrained("adam", opt, total_steps=60)
+    run(sched, opt, model, 60)
+    rates = sched.get_last_lr()
+    assert all(low <= r <= high for r in rates) and rates != [policy.initial_lr]  # it moved the rate
+    with pytest.raises(ValueError, match="outside the controller's bounds"):
+        LearnedScheduler.pretrained("adam", torch.optim.Adam(model.parameters(), lr=0.1))
