@@ -15,8 +15,9 @@ loss, then the Spearman rank correlation between return and −(validation loss)
 A run whose network diverged (validation loss NaN) ranks last by validation loss. Budgets default
 to the benchmark grid's (``rlopt.bench.config.GRIDS["default"]``), starting rates to the SGD lr
 sweep (``rlopt.bench.config.SweepSettings``). ``--rewards rlopt,paper`` also scores the paper's reward
-(§4.1: tiers judged on raw mini-batch losses, constant new-minimum reward); each reward re-runs the
-episodes (same seeds: the same training, since the schedules ignore the reward).
+(§4.1: tiers judged on raw mini-batch losses, constant new-minimum reward) and ``no-floor`` rlopt's
+reward without the running-score cut-off (``score_floor=None``); each reward re-runs the episodes
+(same seeds: the same training, since the schedules ignore the reward, up to where a cut-off ends one).
 
 Cost: (sum of budgets) × rates × schedules × seeds environment steps per reward, at about 7 ms a
 step on one CPU core (docs/benchmarks.md): the defaults are 3,250 × 4 × 6 × 3 ≈ 234,000 steps.
@@ -47,6 +48,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "reward_ranking.json"
 REWARDS: dict[str, RewardConfig] = {
     "rlopt": RewardConfig(),
     "paper": RewardConfig(smoothed=False, scale_by_improvement=False, new_min_reward=1.0),
+    # rlopt's reward without Algorithm 1's running-score cut-off: every episode runs its whole budget
+    "no-floor": RewardConfig(score_floor=None),
 }
 LOWER, KEEP, RAISE = 0, 1, 2
 #: lowering the rate by 0.9 this many times divides it by about 10 (0.9**22 = 0.098)
@@ -204,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     base: dict[str, Any] = {"train_size": args.train_size, "validation_size": args.validation_size,
                             "data_dir": args.data_dir}
     cells: list[dict[str, Any]] = []
+    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+    settings = {"budgets": list(args.budgets), "rates": list(args.rates), "seeds": args.seeds,
+                "schedules": list(SCHEDULES), "train_size": args.train_size,
+                "validation_size": args.validation_size, "data_dir": args.data_dir}
     for reward_name in args.rewards:
         for budget in args.budgets:
             for rate in args.rates:
@@ -219,17 +226,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                           f"{np.mean([r['val_accuracy'] for r in runs]):8.4f} {len(runs) - len(finite):9d}")
                 print(f"  ρ(return, −val loss): schedules {result['rho_schedules']:+.2f}, "
                       f"runs {result['rho_runs']:+.2f}")
+                if out is not None:  # after every cell: an interrupted run keeps what it measured
+                    _write(out, settings, cells)
     print(f"\n{'reward':8s} {'budget':>7s} {'rate':>8s} {'ρ schedules':>12s} {'ρ runs':>8s}")
     for c in cells:
         print(f"{c['reward']:8s} {c['budget']:7d} {c['lr_init']:8g} {c['rho_schedules']:+12.2f} {c['rho_runs']:+8.2f}")
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        settings = {"budgets": list(args.budgets), "rates": list(args.rates), "seeds": args.seeds,
-                    "schedules": list(SCHEDULES), "train_size": args.train_size,
-                    "validation_size": args.validation_size, "data_dir": args.data_dir}
-        out.write_text(json.dumps({"settings": settings, "cells": cells}, indent=2) + "\n")
         print(f"wrote {out}")
+
+
+def _write(out: Path, settings: dict[str, Any], cells: list[dict[str, Any]]) -> None:
+    """The results so far, written atomically (a temporary file renamed over ``out``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps({"settings": settings, "cells": cells}, indent=2) + "\n")
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,37 @@ def test_neutral_otherwise() -> None:
 def test_config_rejects_wrong_signs(field: str, value: float) -> None:
     with pytest.raises(ValueError):
         RewardConfig(**{field: value})
+
+
+def test_reward_ranking_writes_every_cell_and_the_floor_variant_runs_whole_episodes(tmp_path) -> None:
+    """benchmarks/reward_ranking.py --quick on tiny data: one JSON cell per reward, budget and starting
+    rate, written as it goes; without the score floor no episode stops before its budget."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from helpers import fake_image_data, save_idx_dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import reward_ranking
+    finally:
+        sys.path.pop(0)
+    idx = save_idx_dataset(fake_image_data(n_train=360, n_test=60, seed=0, n_validation=60), tmp_path / "idx")
+    out = tmp_path / "ranking.json"
+    reward_ranking.main(["--quick", "--data-dir", str(idx), "--train-size", "256", "--validation-size", "40",
+                         "--rewards", "rlopt,no-floor", "--out", str(out)])
+    cells = json.loads(out.read_text())["cells"]
+    assert [(c["reward"], c["budget"]) for c in cells] == [
+        (r, b) for r in ("rlopt", "no-floor") for b in (20, 40) for _ in range(2)
+    ]
+    for cell in cells:
+        assert set(cell["runs"]) == set(reward_ranking.SCHEDULES)
+        assert -1 <= cell["rho_schedules"] <= 1 or cell["rho_schedules"] != cell["rho_schedules"]
+    assert not (tmp_path / "ranking.json.tmp").exists()
+    # the same episodes (same seeds, open-loop schedules): the floor can only shorten them
+    half = len(cells) // 2
+    for with_floor, without in zip(cells[:half], cells[half:], strict=True):
+        for name, runs in with_floor["runs"].items():
+            assert all(a["steps"] <= b["steps"] <= with_floor["budget"]
+                       for a, b in zip(runs, without["runs"][name], strict=True))
