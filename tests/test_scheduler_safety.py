@@ -93,6 +93,15 @@ def drive(
     return rates
 
 
+def linear_run(
+    policy: Path, lr: float, safety: SafetyConfig | None
+) -> tuple[LearnedScheduler, torch.optim.SGD, nn.Module]:
+    """A scheduler driving SGD at ``lr`` on a fresh ``nn.Linear(4, 1)``: (scheduler, optimizer, model)."""
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    return LearnedScheduler(opt, policy, safety=safety), opt, model
+
+
 FALLING = [2.3 * 0.95**t for t in range(60)]  # 2.3 → 0.11: steady progress
 CLIMBING = [FALLING[-1] * 1.15**k for k in range(1, 61)]  # then a blow-up, 15 % a step
 
@@ -189,9 +198,7 @@ def test_a_run_without_progress_is_held_at_its_starting_rate(tmp_path: Path) -> 
     rate for stall_steps steps, then the rate goes back to the user's until the loss makes progress."""
     config = SafetyConfig(stall_steps=20, stall_progress=0.05)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
-    model = nn.Linear(4, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    sched = LearnedScheduler(opt, policy, safety=config)
+    sched, opt, model = linear_run(policy, 0.01, config)
     plateau = [2.3 + 0.01 * (-1) ** t for t in range(40)]  # noisy, never 5 % down
     rates = drive(sched, opt, model, plateau)
     assert rates[18] == pytest.approx(0.01 / 0.9**19)  # raised freely while on probation
@@ -208,30 +215,22 @@ def test_a_run_without_progress_is_held_at_its_starting_rate(tmp_path: Path) -> 
 def test_progress_within_the_probation_never_caps(tmp_path: Path) -> None:
     config = SafetyConfig(stall_steps=20)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
-    model = nn.Linear(4, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    sched = LearnedScheduler(opt, policy, safety=config)
+    sched, opt, model = linear_run(policy, 0.01, config)
     slow = [2.3 * 0.995**t for t in range(60)]  # 2.3 → 1.7, 5 % down after a dozen steps
     rates = drive(sched, opt, model, slow)
     assert rates == pytest.approx([min(0.01 / 0.9 ** (t + 1), 0.5) for t in range(60)])
     # without progress the same policy is held at 0.01 from step 20 on
-    model2 = nn.Linear(4, 1)
-    opt2 = torch.optim.SGD(model2.parameters(), lr=0.01)
-    sched2 = LearnedScheduler(opt2, policy, safety=config)
+    sched2, opt2, model2 = linear_run(policy, 0.01, config)
     assert drive(sched2, opt2, model2, [2.3] * 60)[-1] == pytest.approx(0.01)
     # and with the cap switched off it is not
-    model3 = nn.Linear(4, 1)
-    opt3 = torch.optim.SGD(model3.parameters(), lr=0.01)
-    sched3 = LearnedScheduler(opt3, policy, safety=SafetyConfig(stall_steps=None))
+    sched3, opt3, model3 = linear_run(policy, 0.01, SafetyConfig(stall_steps=None))
     assert drive(sched3, opt3, model3, [2.3] * 60)[-1] == pytest.approx(0.5)
 
 
 def test_state_dict_carries_the_starting_rates_of_the_stall_cap(tmp_path: Path) -> None:
     config = SafetyConfig(stall_steps=10)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
-    model = nn.Linear(4, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = LearnedScheduler(opt, policy, safety=config)
+    sched, opt, model = linear_run(policy, 0.1, config)
     drive(sched, opt, model, [2.3] * 5)  # on probation, the rate raised above 0.1
     state = {"opt": opt.state_dict(), "sched": sched.state_dict(), "model": model.state_dict()}
     expected = drive(sched, opt, model, [2.3] * 10)
