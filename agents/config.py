@@ -194,16 +194,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown settings {unknown}")
         values = dict(data)
-        dqn = dict(values.pop("dqn", {}))
-        dqn_known = {f.name for f in dataclasses.fields(DQNSettings)}
-        if set(dqn) - dqn_known:
-            raise ValueError(f"unknown DQN settings {sorted(set(dqn) - dqn_known)}")
+        dqn = _known_fields(DQNSettings, values.pop("dqn", {}), "DQN")
         if "net_arch" in dqn:
             dqn["net_arch"] = tuple(dqn["net_arch"])
-        rewards = dict(values.pop("rewards", {}))
-        rewards_known = {f.name for f in dataclasses.fields(RewardConfig)}
-        if set(rewards) - rewards_known:
-            raise ValueError(f"unknown reward settings {sorted(set(rewards) - rewards_known)}")
+        rewards = _known_fields(RewardConfig, values.pop("rewards", {}), "reward")
         return cls(**values, dqn=DQNSettings(**dqn), rewards=RewardConfig(**rewards))
 
     @classmethod
@@ -241,6 +235,14 @@ def preset_config(name: str) -> TrainConfig:
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {name!r}")
     return TrainConfig(preset=name, **PRESETS[name])  # type: ignore[arg-type]
+
+
+def _known_fields(group: type, data: dict[str, Any], label: str) -> dict[str, Any]:
+    """A copy of ``data``, the saved fields of the settings dataclass ``group``; unknown keys raise ``ValueError``."""
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(group)})
+    if unknown:
+        raise ValueError(f"unknown {label} settings {unknown}")
+    return dict(data)
 
 
 def _require(condition: bool, message: str) -> None:

@@ -141,11 +141,11 @@ def changed_settings(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
     changed = []
     for name in RESUME_INVARIANTS:
         before, after = getattr(saved, name), getattr(cfg, name)
-        if name == "dqn":
+        if dataclasses.is_dataclass(before):  # a settings group (--dqn.*, --rewards.*): name its fields
             for f in dataclasses.fields(before):
                 old, new = getattr(before, f.name), getattr(after, f.name)
                 if old != new:
-                    changed.append(f"--dqn.{f.name.replace('_', '-')} {old!r} → {new!r}")
+                    changed.append(f"--{name}.{f.name.replace('_', '-')} {old!r} → {new!r}")
         elif before != after:
             changed.append(f"--{name.replace('_', '-')} {before!r} → {after!r}")
     return changed

@@ -554,11 +554,10 @@ class LearnedScheduler(LRScheduler):
                             "needs its metric")
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         observation = self.controller.observe(value)
+        action = None
         # a policy with a decision interval acts after step 1, 1 + interval, 1 + 2·interval, …
-        decides = self.last_epoch % self.actions.interval == 0
-        action = self._greedy(observation) if decides else None
-        if decides:
-            self.last_action = action
+        if self.last_epoch % self.actions.interval == 0:
+            action = self.last_action = self._greedy(observation)
         safety = self._safety
         self.last_backed_off = safety is not None and safety.should_back_off(value)
         groups = self.optimizer.param_groups

@@ -147,6 +147,8 @@ def test_resume_restores_the_flags_it_is_not_given(idx_dir: Path, tmp_path: Path
         (["--seed", "3"], "--seed 0 → 3"),
         (["--n-envs", "2"], "--n-envs 1 → 2"),
         (["--optimizer", "adam"], "--optimizer 'sgd' → 'adam'"),
+        (["--rewards.score-floor", "None"], "--rewards.score-floor -50.0 → None"),
+        (["--decision-interval", "2"], "--decision-interval 1 → 2"),
     ],
 )
 def test_resume_refuses_settings_that_cannot_change(

@@ -62,7 +62,7 @@ from rlopt.control import ObservationSpec, ema_update
 from rlopt.optim import RSGD
 from rlopt.scheduler import LearnedScheduler, PolicyFileError, load_policy
 from rlopt.schedules import ExpReinforcement, PaperLRDecay, PowerReinforcement, make_momentum_sgd
-from rlopt.training import OPTIMIZER_PRESETS, make_optimizer
+from rlopt.training import MOMENTUM, OPTIMIZER_PRESETS, make_optimizer
 
 if TYPE_CHECKING:
     from rlopt.bench.oracle import OracleTable
@@ -147,9 +147,9 @@ class BaselineSettings:
     """Adam's step size (Zhu et al.'s Adam baseline; torch's default)."""
     sgd_lr: float = OPTIMIZER_PRESETS["sgd"].lr
     """rate of sgd and plateau (their starting rate), and the peak of cosine and linear."""
-    momentum: float = 0.9
-    """heavy-ball momentum μ of momentum."""
-    momentum_lr: float = 0.01
+    momentum: float = MOMENTUM
+    """heavy-ball momentum μ of momentum (the ``momentum`` optimizer family's)."""
+    momentum_lr: float = OPTIMIZER_PRESETS["momentum"].lr
     """lr of momentum: lr/(1 − μ) = 0.1 matches sgd's effective step."""
     nesterov_lr: float = 0.01
     """lr of nesterov-adaptive (ρ_t = Γ(t) → 1, so the effective step keeps growing)."""
