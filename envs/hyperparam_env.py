@@ -343,7 +343,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         changes = self._action_spec.decode(action) != (1.0, 1.0)
         cfg = self.config
         in_bounds = self._controller.act(action)
-        reward = -cfg.rewards.change_cost if changes else 0.0
+        reward = -cfg.rewards.change_cost * cfg.rewards.cost_scale(self._episode_steps) if changes else 0.0
         floor = cfg.rewards.score_floor
         terminated = truncated = False
         for _ in range(self._action_spec.interval):  # one optimizer step unless a decision interval is set

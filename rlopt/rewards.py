@@ -78,6 +78,14 @@ class RewardConfig:
         smoothed: judge tiers 2-4 on the moving average of the loss (``ObservationSpec.loss_smoothing``)
             instead of the raw mini-batch losses of the paper. With batches of 32 the batch-to-batch
             noise swamps the effect of the learning rate (docs/benchmarks.md, *Reward ranking*).
+        reference_horizon: when set, the per-step costs (tiers 2 and 3, ``change_cost``) are
+            multiplied by ``reference_horizon / horizon``, so an episode's summed costs span the same
+            range at every length, as its progress rewards already do (they add up to about
+            ``ln(first loss / best loss)``). ``None``: unscaled costs, whose sum grows with the length
+            and swamps the progress rewards of long episodes.
+        charge_skipped_steps: a tier-1 end (bounds, divergence) also costs ``too_low_penalty``
+            (scaled as above) for every step of the horizon it skips. Without it, and without a
+            score floor, leaving the bounds at once is cheaper than training slowly to the end.
     """
 
     bound_penalty: float = -50.0
@@ -93,6 +101,8 @@ class RewardConfig:
     smoothed: bool = True
     scale_by_improvement: bool = True
     change_cost: float = 0.1
+    reference_horizon: int | None = None
+    charge_skipped_steps: bool = False
 
     def __post_init__(self) -> None:
         if self.bound_penalty >= 0 or self.divergence_penalty >= 0:
@@ -103,6 +113,18 @@ class RewardConfig:
             raise ValueError("threshold_reward and new_min_reward must not be negative")
         if self.loss_window < 2:
             raise ValueError("loss_window must be >= 2")
+        if self.reference_horizon is not None and self.reference_horizon < 1:
+            raise ValueError(f"reference_horizon must be >= 1 or None, got {self.reference_horizon}")
+
+    def cost_scale(self, horizon: int) -> float:
+        """The factor of the per-step costs in an episode of ``horizon`` steps (1 without ``reference_horizon``)."""
+        return 1.0 if self.reference_horizon is None else self.reference_horizon / horizon
+
+    def skipped_steps_charge(self, step: int, horizon: int) -> float:
+        """What a tier-1 end at ``step`` costs besides its penalty (0 without ``charge_skipped_steps``)."""
+        if not self.charge_skipped_steps:
+            return 0.0
+        return self.too_low_penalty * self.cost_scale(horizon) * max(horizon - step, 0)
 
 
 def progress_bonus(base: float, step: int, horizon: int) -> float:
@@ -133,17 +155,17 @@ def tiered_reward(
         ``(reward, tier)``; tiers ``OUT_OF_BOUNDS`` and ``DIVERGED`` end the episode.
     """
     if not in_bounds:
-        return config.bound_penalty, RewardTier.OUT_OF_BOUNDS
+        return config.bound_penalty + config.skipped_steps_charge(step, horizon), RewardTier.OUT_OF_BOUNDS
     current = losses[-1]
     if not math.isfinite(current):
-        return config.divergence_penalty, RewardTier.DIVERGED
+        return config.divergence_penalty + config.skipped_steps_charge(step, horizon), RewardTier.DIVERGED
     window = list(losses)[-config.loss_window :]
     if len(window) == config.loss_window:
         mean = sum(window) / len(window)
         if (max(window) - min(window)) / max(mean, 1e-12) < config.min_fluctuation:
-            return config.too_low_penalty, RewardTier.TOO_LOW
+            return config.too_low_penalty * config.cost_scale(horizon), RewardTier.TOO_LOW
         if current > min(window[: config.loss_window // 2]):
-            return config.too_high_penalty, RewardTier.TOO_HIGH
+            return config.too_high_penalty * config.cost_scale(horizon), RewardTier.TOO_HIGH
     if current <= config.threshold_loss:
         return progress_bonus(config.threshold_reward, step, horizon), RewardTier.THRESHOLD
     if current < best_loss:

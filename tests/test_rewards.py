@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -93,35 +94,92 @@ def test_config_rejects_wrong_signs(field: str, value: float) -> None:
         RewardConfig(**{field: value})
 
 
-def test_reward_ranking_writes_every_cell_and_the_floor_variant_runs_whole_episodes(tmp_path) -> None:
-    """benchmarks/reward_ranking.py --quick on tiny data: one JSON cell per reward, budget and starting
-    rate, written as it goes; without the score floor no episode stops before its budget."""
-    import json
+def _reward_ranking():  # type: ignore[no-untyped-def]
     import sys
     from pathlib import Path
-
-    from helpers import fake_image_data, save_idx_dataset
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
         import reward_ranking
     finally:
         sys.path.pop(0)
+    return reward_ranking
+
+
+def test_reward_ranking_writes_every_cell_and_the_floor_only_shortens_the_return(tmp_path) -> None:
+    """benchmarks/reward_ranking.py --quick on tiny data: one JSON cell per budget, starting rate and
+    reward, written as it goes; the same recorded episodes are scored under every reward, and a
+    score floor can only end a return earlier; --traces re-scores without training again."""
+    import json
+
+    from helpers import fake_image_data, save_idx_dataset
+
+    reward_ranking = _reward_ranking()
     idx = save_idx_dataset(fake_image_data(n_train=360, n_test=60, seed=0, n_validation=60), tmp_path / "idx")
-    out = tmp_path / "ranking.json"
-    reward_ranking.main(["--quick", "--data-dir", str(idx), "--train-size", "256", "--validation-size", "40",
-                         "--rewards", "rlopt,no-floor", "--out", str(out)])
+    out, traces = tmp_path / "ranking.json", tmp_path / "traces.json"
+    argv = ["--quick", "--data-dir", str(idx), "--train-size", "256", "--validation-size", "40",
+            "--rewards", "rlopt,no-floor,budget", "--out", str(out), "--traces", str(traces)]
+    reward_ranking.main(argv)
     cells = json.loads(out.read_text())["cells"]
-    assert [(c["reward"], c["budget"]) for c in cells] == [
-        (r, b) for r in ("rlopt", "no-floor") for b in (20, 40) for _ in range(2)
+    assert [(c["budget"], c["reward"]) for c in cells] == [
+        (b, r) for b in (20, 40) for _ in range(2) for r in ("rlopt", "no-floor", "budget")
     ]
     for cell in cells:
         assert set(cell["runs"]) == set(reward_ranking.SCHEDULES)
         assert -1 <= cell["rho_schedules"] <= 1 or cell["rho_schedules"] != cell["rho_schedules"]
     assert not (tmp_path / "ranking.json.tmp").exists()
-    # the same episodes (same seeds, open-loop schedules): the floor can only shorten them
-    half = len(cells) // 2
-    for with_floor, without in zip(cells[:half], cells[half:], strict=True):
+    for with_floor, without in zip(cells[0::3], cells[1::3], strict=True):
         for name, runs in with_floor["runs"].items():
-            assert all(a["steps"] <= b["steps"] <= with_floor["budget"]
-                       for a, b in zip(runs, without["runs"][name], strict=True))
+            for a, b in zip(runs, without["runs"][name], strict=True):
+                assert a["steps"] <= b["steps"] <= with_floor["budget"]
+                assert a["val_loss"] == b["val_loss"]  # the same episode, trained to its end
+    # a second run re-scores the recorded episodes: the same numbers, no training
+    out.unlink()
+    reward_ranking.main(argv)
+    assert json.loads(out.read_text())["cells"] == cells
+
+
+@pytest.mark.parametrize("reward", ["rlopt", "paper", "no-floor", "budget"])
+@pytest.mark.parametrize(("schedule", "rate"), [("raise ×2.9", 0.1), ("start ×0.31", 0.002)])
+def test_replayed_return_equals_the_environments(reward: str, schedule: str, rate: float, tiny_data) -> None:
+    """The ranking's offline replay of a reward gives the return the environment itself pays,
+    score-floor cut-offs and out-of-bounds ends included (from 0.002, "start ×0.31" leaves the bounds)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the ids)
+
+    reward_ranking = _reward_ranking()
+    config = dataclasses.replace(reward_ranking.REWARDS[reward], score_floor=-3.0) if reward == "rlopt" \
+        else reward_ranking.REWARDS[reward]
+    horizon = 60
+    kwargs = {"data": tiny_data, "episode_steps": horizon, "lr_init": rate, "rewards": config}
+    env = gym.make("rlopt/LRControl-v0", start="random", **kwargs)
+    env.reset(seed=3)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        _, r, terminated, truncated, _ = env.step(reward_ranking.SCHEDULES[schedule](steps, horizon))
+        total += float(r)
+        steps += 1
+        done = terminated or truncated
+    trace = reward_ranking.episode(kwargs, reward_ranking.SCHEDULES[schedule], seed=3)
+    assert trace.out_of_bounds == (rate == 0.002)
+    assert reward_ranking.replay_return(trace, config, horizon) == (pytest.approx(total, rel=1e-12, abs=1e-12), steps)
+
+
+def test_budget_reward_scales_costs_and_charges_skipped_steps() -> None:
+    """With reference_horizon, per-step costs shrink with the horizon; a tier-1 end pays the skipped
+    steps at the too-low rate, so leaving the bounds at once is never cheaper than a flat run."""
+    cfg = RewardConfig(score_floor=None, reference_horizon=250, charge_skipped_steps=True)
+    flat = [1.0 - 0.001 * i for i in range(20)]
+    for horizon in (250, 1000, 2000):
+        low, tier = tiered_reward(flat, best_loss=0.99, step=30, horizon=horizon, in_bounds=True, config=cfg)
+        assert tier is RewardTier.TOO_LOW
+        assert low == pytest.approx(cfg.too_low_penalty * 250 / horizon)
+        out, tier = tiered_reward(flat, best_loss=0.99, step=1, horizon=horizon, in_bounds=False, config=cfg)
+        assert tier is RewardTier.OUT_OF_BOUNDS
+        assert out == pytest.approx(cfg.bound_penalty + cfg.too_low_penalty * 250 * (horizon - 1) / horizon)
+        assert out < horizon * low  # worse than a whole episode at the too-low tier
+    plain = RewardConfig()
+    assert plain.cost_scale(2000) == 1.0 and plain.skipped_steps_charge(1, 2000) == 0.0
+    with pytest.raises(ValueError, match="reference_horizon"):
+        RewardConfig(reference_horizon=0)
