@@ -232,6 +232,17 @@ def test_lr_sweep_counts_divergence_with_finite_penalties(tiny_data: ImageData, 
     assert "lr sweep" in report and "(1 div.)" in report
 
 
+def test_lr_sweep_starts_momentum_methods_at_the_same_effective_steps(tmp_path: Path) -> None:
+    """SGD with momentum μ sweeps SGD's rates × (1 − μ): its effective step lr / (1 − μ) spans SGD's."""
+    sweep = SweepSettings()
+    assert sweep.momentum_rates == pytest.approx(tuple(r * (1 - BaselineSettings().momentum) for r in sweep.sgd_rates))
+    assert baseline("momentum", BaselineSettings()).family == "momentum"
+    assert baseline("sgd", BaselineSettings()).family == "sgd"
+    assert sweep.rates("momentum") == sweep.momentum_rates and sweep.rates("adam") == sweep.adam_rates
+    policy = write_policy(tmp_path / "m.rlopt", optimizer="momentum", lr=0.01)
+    assert policy_method(policy).family == "momentum"
+
+
 @pytest.mark.parametrize("name", ["rsgd", "rsgd-exp"])
 def test_rsgd_baselines_follow_their_gamma_schedules(name: str) -> None:
     """rsgd uses Γ(t) = 1 − 1/√t, rsgd-exp the paper's Γ(t) = 1 − γ^t with γ = γ0·e^{−λ·t_ep}; both

@@ -29,7 +29,7 @@ from rlopt.bench.methods import (
     POLICY_PREFIX,
     BaselineName,
     BaselineSettings,
-    Family,
+    SweepFamily,
     parse_baseline_names,
 )
 from rlopt.control import ObservationSpec
@@ -194,18 +194,20 @@ class SweepSettings:
     """
 
     sgd_rates: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 0.5)
-    """starting rates of sgd, momentum, nesterov-adaptive, rsgd, rsgd-exp, plateau, cosine, linear and sf-sgd."""
+    """starting rates of sgd, nesterov-adaptive, rsgd, rsgd-exp, plateau, cosine, linear, sf-sgd and SGD policies."""
+    momentum_rates: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.05)
+    """starting rates of momentum and momentum policies: sgd_rates × (1 − 0.9), the same effective steps."""
     adam_rates: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
-    """starting rates of the Adam methods (adam, sf-adamw)."""
+    """starting rates of the Adam methods (adam, sf-adamw, Adam policies)."""
 
     def __post_init__(self) -> None:
-        for name in ("sgd_rates", "adam_rates"):
+        for name in ("sgd_rates", "momentum_rates", "adam_rates"):
             rates = getattr(self, name)
             if not rates or not all(0 < r < float("inf") for r in rates):
                 raise ValueError(f"{name} must be positive finite rates, got {rates}")
 
-    def rates(self, family: Family) -> tuple[float, ...]:
-        return self.sgd_rates if family == "sgd" else self.adam_rates
+    def rates(self, family: SweepFamily) -> tuple[float, ...]:
+        return {"sgd": self.sgd_rates, "momentum": self.momentum_rates, "adam": self.adam_rates}[family]
 
 
 @dataclass(frozen=True)

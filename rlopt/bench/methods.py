@@ -82,6 +82,7 @@ __all__ = [
     "MethodRun",
     "RunContext",
     "ScheduleName",
+    "SweepFamily",
     "baseline",
     "effective_lr",
     "parse_baseline_names",
@@ -132,8 +133,11 @@ TUNE_PREFIX = "tune:"
 #: the word that selects no baseline in :func:`parse_baseline_names`
 NO_BASELINES = "none"
 
-#: the optimizer families whose starting rates the lr sweep varies
+#: the optimizer families the tuned oracle tunes
 Family = Literal["sgd", "adam"]
+#: the families whose starting rates the lr sweep varies: ``momentum`` (SGD with momentum μ) starts at
+#: SGD's rates × (1 − μ), the same effective steps lr / (1 − μ)
+SweepFamily = Literal["sgd", "momentum", "adam"]
 #: the rate schedules of ``cosine``, ``linear`` and the tuned oracle
 ScheduleName = Literal["constant", "cosine", "linear"]
 SCHEDULE_NAMES: tuple[ScheduleName, ...] = get_args(ScheduleName)
@@ -255,7 +259,7 @@ class Method:
     """one line for results.json and the report."""
     build: Callable[[nn.Module, RunContext], MethodRun] = field(repr=False)
     """the factory, called once per run with a freshly initialised model."""
-    family: Family | None = None
+    family: SweepFamily | None = None
     """whose rates the lr sweep starts it at; ``None``: it has no starting rate to sweep."""
     default_lr: float | None = None
     """the rate it starts at (peak for warm-up schedules) outside the sweep."""
@@ -368,7 +372,7 @@ def _momentum(settings: BaselineSettings) -> Method:
         return MethodRun(torch.optim.SGD(model.parameters(), lr=lr, momentum=settings.momentum))
 
     description = f"SGD lr {settings.momentum_lr:g}, momentum {settings.momentum:g}"
-    return Method("momentum", "baseline", description, build, "sgd", settings.momentum_lr)
+    return Method("momentum", "baseline", description, build, "momentum", settings.momentum_lr)
 
 
 def _nesterov_adaptive(settings: BaselineSettings) -> Method:
@@ -582,7 +586,8 @@ def policy_method(path: str | os.PathLike[str]) -> Method:
         f"learned scheduler ({policy.actions.mode} mode) on {policy.optimizer} lr {policy.initial_lr:g} from {path}, "
         "told the budget"
     )
-    family: Family = "adam" if policy.optimizer == "adam" else "sgd"
+    families: dict[str, SweepFamily] = {"adam": "adam", "momentum": "momentum"}
+    family = families.get(policy.optimizer, "sgd")
     return Method(name, "policy", description, build, family, policy.initial_lr, budget_aware=True)
 
 
