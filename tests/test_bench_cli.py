@@ -224,7 +224,7 @@ def test_a_missing_oracle_is_refused_before_any_data_is_loaded(
 
     monkeypatch.setattr(runner, "load_dataset", no_data)
     missing = tmp_path / "oracle.json"
-    assert cli.main(["--oracle", str(missing), "--out", str(tmp_path / "o")]) == 2  # the default grid has oracle-sgd
+    assert cli.main(["--baselines", "oracle-sgd", "--oracle", str(missing), "--out", str(tmp_path / "o")]) == 2
     err = one_line_error(capsys)
     assert f"no tuned oracle at {missing}" in err and "benchmarks/oracle.py" in err
     assert not (tmp_path / "o").exists()

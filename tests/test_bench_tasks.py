@@ -46,7 +46,7 @@ def test_grids_resolve_and_flags_replace_their_part() -> None:
     config = EvaluationConfig()
     assert [t.name for t in config.task_list] == [DEFAULT_TASK]
     assert config.budget_list == GRIDS["default"].budgets and config.seed_count == GRIDS["default"].seeds
-    assert "oracle-sgd" in config.baseline_list
+    assert config.baseline_list == ("sgd",)  # the constant rate a user would otherwise keep
     full = EvaluationConfig(grid="full", seeds=4, budgets=(500,))
     assert [t.name for t in full.task_list] == [DEFAULT_TASK, *(t.name for t in tasks_in("held-out"))]
     assert full.seed_count == 4 and full.budget_list == (500,) and full.baseline_list == BASELINE_NAMES
