@@ -333,10 +333,16 @@ def _trace_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def _load_traces(path: Path | None, settings: dict[str, Any]) -> dict[str, dict[str, list[Trace]]]:
     if path is None or not path.exists():
         return {}
-    data = json.loads(path.read_text())
-    if data["settings"] != _trace_settings(settings):
-        raise SystemExit(f"{path} was recorded with other settings ({data['settings']}); use another --traces file")
-    return {key: {name: [Trace(**t) for t in ts] for name, ts in cell.items()} for key, cell in data["cells"].items()}
+    try:
+        data = json.loads(path.read_text())
+        recorded, cells = data["settings"], data["cells"]
+        traces = {key: {name: [Trace(**t) for t in ts] for name, ts in cell.items()} for key, cell in cells.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SystemExit(f"{path} is not a --traces file of this script ({type(exc).__name__}: {exc}); "
+                         "give another path or delete it") from None
+    if recorded != _trace_settings(settings):
+        raise SystemExit(f"{path} was recorded with other settings ({recorded}); use another --traces file")
+    return traces
 
 
 def _save_traces(path: Path, settings: dict[str, Any], saved: dict[str, dict[str, list[Trace]]]) -> None:

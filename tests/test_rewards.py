@@ -137,6 +137,12 @@ def test_reward_ranking_writes_every_cell_and_the_floor_only_shortens_the_return
     out.unlink()
     reward_ranking.main(argv)
     assert json.loads(out.read_text())["cells"] == cells
+    # a damaged or foreign traces file is one clear error, and is left as it was
+    for text in ("{not json", '{"settings": {}}', "[1, 2]"):
+        traces.write_text(text)
+        with pytest.raises(SystemExit, match="not a --traces file"):
+            reward_ranking.main(argv)
+        assert traces.read_text() == text
 
 
 @pytest.mark.parametrize("reward", ["rlopt", "paper", "no-floor", "budget"])
