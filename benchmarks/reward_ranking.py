@@ -52,7 +52,7 @@ import torch
 import envs  # registers the ids
 from rlopt.bench.config import GRIDS, SweepSettings
 from rlopt.control import ObservationSpec, ema_update
-from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
+from rlopt.rewards import EpisodeScore, RewardConfig, RewardTier, ends_episode
 from rlopt.tasks import TaskSize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reward_ranking.json"
@@ -176,9 +176,10 @@ def episode(env_kwargs: dict[str, Any], schedule: Schedule, seed: int) -> Trace:
 def replay_return(trace: Trace, config: RewardConfig, horizon: int) -> tuple[float, int]:
     """The return (and length) ``rlopt/LRControl-v0`` gives ``trace``'s episode under ``config``.
 
-    It repeats the environment's bookkeeping on the recorded losses: the moving average the tiers
-    judge (or the raw losses), the best loss so far, per-step change costs, tier-1 ends and the
-    score floor's cut-off; ``tests/test_rewards.py`` checks it against the environment's own returns.
+    The recorded losses go through the environment's own scoring (:class:`rlopt.rewards.EpisodeScore`),
+    judged as the environment judges them (the moving average, or the raw losses); tier-1 ends and
+    the score floor's cut-off end the replay. ``tests/test_rewards.py`` checks it against the
+    environment's returns.
     """
     beta = ObservationSpec.loss_smoothing
     smoothed: float | None = None
@@ -191,23 +192,17 @@ def replay_return(trace: Trace, config: RewardConfig, horizon: int) -> tuple[flo
         judged.append(value if math.isfinite(loss) else math.nan)
 
     judge(trace.losses[0])
-    best = judged[0] if math.isfinite(judged[0]) else math.inf
-    total, scale = 0.0, config.cost_scale(horizon)
+    episode = EpisodeScore(config, horizon, judged[0])
     for step, changed in enumerate(trace.changed, start=1):
-        reward = -config.change_cost * scale if changed else 0.0
         in_bounds = not (trace.out_of_bounds and step == len(trace.changed))
         if in_bounds:
             judge(trace.losses[step])
-        window = judged[-config.loss_window :]
-        step_reward, tier = tiered_reward(window, best, step, horizon=horizon, in_bounds=in_bounds, config=config)
-        total += reward + step_reward
-        if tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED):
-            return total, step
-        if math.isfinite(window[-1]):
-            best = min(best, window[-1])
-        if config.score_floor is not None and total < config.score_floor:
-            return total, step
-    return total, len(trace.changed)
+        step_reward, tier = episode.step(judged[-config.loss_window :], in_bounds)
+        reward = episode.decision_cost(changed) + step_reward
+        if ends_episode(tier) or episode.below_floor(reward):
+            return episode.total + reward, step
+        episode.total += reward
+    return episode.total, len(trace.changed)
 
 
 def _loss_for_ranking(value: float) -> float:

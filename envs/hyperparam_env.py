@@ -16,7 +16,7 @@ from gymnasium import spaces
 from rlopt.control import ActionSpec, Controller, ControlMode, ObservationSpec
 from rlopt.data import ImageData, TaskSplits, load_dataset, task_splits
 from rlopt.models import MODEL_NAMES, ModelName, build_model, loss_function
-from rlopt.rewards import RewardConfig, RewardTier, tiered_reward
+from rlopt.rewards import EpisodeScore, RewardConfig, RewardTier, ends_episode
 from rlopt.tasks import (
     DEFAULT_TASK,
     TASK_SPLITS,
@@ -323,16 +323,12 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             model, optimizer, self._train_x, self._train_y,
             batch_size=task.batch_size, seed=batch_seed, device=self.device, loss_fn=loss_function(task.model),
         )
-        self._score = 0.0
-        self._steps = 0
-        self._best_loss = math.inf
         self._steps_to_threshold = -1
         self._last_tier = RewardTier.NEUTRAL
         loss = self._trainer.train_step()  # Algorithm 1: one update with the initial hyperparameters
         self._obs = self._controller.observe(loss)
         self._loss = loss
-        first = self._judged_losses()[-1]
-        self._best_loss = first if math.isfinite(first) else math.inf
+        self._episode = EpisodeScore(cfg.rewards, self._episode_steps, self._judged_losses()[-1])
         return self._obs, self._get_info()
 
     def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -341,21 +337,18 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         action = int(action)
         # decode raises ValueError for an action outside the space (cheaper than Discrete.contains)
         changes = self._action_spec.decode(action) != (1.0, 1.0)
-        cfg = self.config
         in_bounds = self._controller.act(action)
-        reward = -cfg.rewards.change_cost * cfg.rewards.cost_scale(self._episode_steps) if changes else 0.0
-        floor = cfg.rewards.score_floor
+        episode = self._episode
+        reward = episode.decision_cost(changes)
         terminated = truncated = False
         for _ in range(self._action_spec.interval):  # one optimizer step unless a decision interval is set
             step_reward, terminated = self._train_step(in_bounds)
             reward += step_reward
             # the episode's own length ends it (not a TimeLimit wrapper: the length is a setting of the env)
-            truncated = not terminated and (
-                self._steps >= self._episode_steps or (floor is not None and self._score + reward < floor)
-            )
+            truncated = not terminated and (episode.steps >= self._episode_steps or episode.below_floor(reward))
             if terminated or truncated:
                 break
-        self._score += reward
+        episode.total += reward
         info = self._get_info()
         if terminated or truncated:
             result = self._trainer.evaluate(self._val_x, self._val_y)
@@ -369,7 +362,6 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         """One optimizer step (none when the action left the bounds) and its tiered reward; returns the
         reward and whether it ends the episode (tier 1)."""
         assert self._trainer is not None and self._controller is not None
-        self._steps += 1
         if in_bounds:
             loss = self._trainer.train_step()
             self._obs = self._controller.observe(loss)
@@ -380,15 +372,12 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         if in_bounds:
             window[-1] = window[-1] if math.isfinite(self._loss) else math.nan
         # out of bounds: the clamped values are never trained with, the episode ends on this window
-        reward, tier = tiered_reward(window, self._best_loss, self._steps, horizon=self._episode_steps,
-                                     in_bounds=in_bounds, config=self.config.rewards)
+        reward, tier = self._episode.step(window, in_bounds)
         self._last_tier = tier
         judged = window[-1]
-        if in_bounds and math.isfinite(judged):
-            self._best_loss = min(self._best_loss, judged)
-            if self._steps_to_threshold < 0 and judged <= self.config.rewards.threshold_loss:
-                self._steps_to_threshold = self._steps
-        return reward, tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)
+        if in_bounds and self._steps_to_threshold < 0 and judged <= self.config.rewards.threshold_loss:
+            self._steps_to_threshold = self._episode.steps
+        return reward, ends_episode(tier)
 
     def _judged_losses(self) -> Sequence[float]:
         assert self._controller is not None
@@ -404,10 +393,10 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             "lr": lr,
             "reinforcement": reinforcement,
             "reward_tier": int(self._last_tier),
-            "step": self._steps,
-            "best_loss": self._best_loss,
+            "step": self._episode.steps,
+            "best_loss": self._episode.best,
             "steps_to_threshold": self._steps_to_threshold,
-            "score": self._score,
+            "score": self._episode.total,
             "task": self._task.name,
             "episode_steps": self._episode_steps,
             "model_seed": self._start[0],

@@ -174,3 +174,44 @@ def tiered_reward(
             base *= math.log(best_loss / current) if math.isfinite(best_loss) and current > 0 else 0.0
         return progress_bonus(base, step, horizon), RewardTier.NEW_MINIMUM
     return 0.0, RewardTier.NEUTRAL
+
+
+class EpisodeScore:
+    """The running score of one episode: its best judged loss, its steps and its summed reward.
+
+    The environment keeps one per episode, and ``benchmarks/reward_ranking.py`` replays recorded
+    episodes through one, so a reward is scored the same way in both. ``first`` is the judged loss
+    of the update made at reset (with the starting hyperparameters); it is the first best loss.
+    """
+
+    def __init__(self, config: RewardConfig, horizon: int, first: float) -> None:
+        self.config = config
+        self.horizon = horizon
+        self.best = first if math.isfinite(first) else math.inf
+        self.steps = 0
+        self.total = 0.0
+
+    def decision_cost(self, changed: bool) -> float:
+        """The reward of an action before its steps: −``change_cost`` (scaled) if it changes a hyperparameter."""
+        return -self.config.change_cost * self.config.cost_scale(self.horizon) if changed else 0.0
+
+    def step(self, window: Sequence[float], in_bounds: bool) -> tuple[float, RewardTier]:
+        """The :func:`tiered_reward` of the next training step, whose judged loss ends ``window``
+        (NaN where training diverged); it becomes the best loss if it is finite and lower."""
+        self.steps += 1
+        reward, tier = tiered_reward(window, self.best, self.steps, horizon=self.horizon, in_bounds=in_bounds,
+                                     config=self.config)
+        current = window[-1]
+        if in_bounds and math.isfinite(current):
+            self.best = min(self.best, current)
+        return reward, tier
+
+    def below_floor(self, pending: float = 0.0) -> bool:
+        """Whether the summed reward, with ``pending`` not yet added, is below the score floor."""
+        floor = self.config.score_floor
+        return floor is not None and self.total + pending < floor
+
+
+def ends_episode(tier: RewardTier) -> bool:
+    """Tier 1: the hyperparameters left their bounds or training diverged."""
+    return tier in (RewardTier.OUT_OF_BOUNDS, RewardTier.DIVERGED)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from rlopt.rewards import RewardConfig, RewardTier, progress_bonus, tiered_reward
+from rlopt.rewards import EpisodeScore, RewardConfig, RewardTier, ends_episode, progress_bonus, tiered_reward
 
 CFG = RewardConfig()
 H = 250  # the episode length the rewards count "steps saved" to
@@ -189,3 +189,20 @@ def test_budget_reward_scales_costs_and_charges_skipped_steps() -> None:
     assert plain.cost_scale(2000) == 1.0 and plain.skipped_steps_charge(1, 2000) == 0.0
     with pytest.raises(ValueError, match="reference_horizon"):
         RewardConfig(reference_horizon=0)
+
+
+def test_episode_score_keeps_the_best_loss_and_the_floor() -> None:
+    """EpisodeScore: a lower finite loss becomes the best (NaN and out-of-bounds steps never do),
+    the change cost is scaled like the other costs, and the floor counts the pending reward."""
+    cfg = RewardConfig(score_floor=-1.0, reference_horizon=250)
+    episode = EpisodeScore(cfg, horizon=1000, first=1.0)
+    reward, tier = episode.step([1.0, 0.5], in_bounds=True)
+    assert tier is RewardTier.NEW_MINIMUM and reward > 0 and episode.best == 0.5 and episode.steps == 1
+    _, tier = episode.step([0.5, 0.4], in_bounds=False)
+    assert tier is RewardTier.OUT_OF_BOUNDS and ends_episode(tier) and episode.best == 0.5
+    _, tier = episode.step([0.5, math.nan], in_bounds=True)
+    assert tier is RewardTier.DIVERGED and ends_episode(tier) and episode.best == 0.5 and episode.steps == 3
+    assert episode.decision_cost(True) == pytest.approx(-cfg.change_cost / 4) and episode.decision_cost(False) == 0.0
+    assert not episode.below_floor(-0.9) and episode.below_floor(-1.1)
+    assert EpisodeScore(cfg, horizon=250, first=math.inf).best == math.inf
+    assert not EpisodeScore(dataclasses.replace(cfg, score_floor=None), 250, 1.0).below_floor(-1e9)
