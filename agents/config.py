@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from rlopt.control import ActionSpec, ControlMode
 from rlopt.rewards import RewardConfig
-from rlopt.tasks import DEFAULT_TASK, OptimizerName, TaskSize, tasks_in
+from rlopt.tasks import DEFAULT_TASK, TASK_SPLITS, OptimizerName, TaskSize, get_task, tasks_in
 from rlopt.training import OPTIMIZER_PRESETS
 
 StartMode = Literal["fixed", "random"]
@@ -149,10 +149,10 @@ class TrainConfig:
             self.max_episode_steps is None or self.max_episode_steps >= self.episode_steps,
             f"--max-episode-steps {self.max_episode_steps} is below --episode-steps {self.episode_steps}",
         )
-        held_out = {t.name for t in tasks_in("held-out")}
-        names = {n.strip() for n in self.task.split(",")}
-        _require(not names & (held_out | {"held-out"}),
-                 f"--task {self.task}: held-out tasks ({', '.join(sorted(held_out))}) are for evaluation only")
+        names = [n.strip() for n in self.task.split(",") if n.strip()]
+        refused = [n for n in names if n == "held-out" or (n not in TASK_SPLITS and get_task(n).split == "held-out")]
+        _require(not refused, f"--task {self.task}: held-out tasks ({', '.join(t.name for t in tasks_in('held-out'))}, "
+                              f"and every task composed outside the registry) are for evaluation only")
         _require(self.eval_every >= 0, f"--eval-every must be >= 0 (0 disables), got {self.eval_every}")
         batch = TaskSize.batch_size if self.batch_size is None else self.batch_size
         _require(

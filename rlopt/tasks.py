@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import torch
 
 from rlopt.data.containers import PIXEL_MAX, ImageData, Split
-from rlopt.models import ModelName
+from rlopt.models import MODEL_NAMES, ModelName
 
 #: the optimizer families a task trains with and a policy can be trained on
 OptimizerName = Literal["sgd", "momentum", "adam", "rsgd"]
@@ -162,12 +162,54 @@ TASKS: dict[str, Task] = {
 DEFAULT_TASK = "mnist-cnn"
 
 
+def _longest_prefix(name: str, choices: tuple[str, ...]) -> str | None:
+    """The longest of ``choices`` that ``name`` is, or starts with followed by ``-``."""
+    for choice in sorted(choices, key=len, reverse=True):
+        if name == choice or name.startswith(choice + "-"):
+            return choice
+    return None
+
+
+def _composed_task(name: str) -> Task | None:
+    """The held-out task ``dataset-model[-bN][-optimizer]`` reads as (see :func:`get_task`), or ``None``."""
+    dataset = _longest_prefix(name, DATASET_VARIANTS)
+    rest = name[len(dataset) + 1:] if dataset is not None else ""
+    model = _longest_prefix(rest, MODEL_NAMES)
+    if dataset is None or model is None:
+        return None
+    batch_size, optimizer = TaskSize.batch_size, "sgd"
+    parts = [p for p in rest[len(model):].split("-") if p]
+    if parts and parts[0].startswith("b") and parts[0][1:].isdigit():
+        batch_size = int(parts.pop(0)[1:])
+    if parts and parts[0] in OPTIMIZER_NAMES:
+        optimizer = parts.pop(0)
+    if parts or batch_size < 1:
+        return None
+    return _task(dataset, model, batch_size, optimizer, "held-out",  # type: ignore[arg-type]
+                 f"composed: {dataset} images, the {model} model, batch {batch_size}, {optimizer}")
+
+
 def get_task(name: str) -> Task:
-    """The task called ``name``; ``ValueError`` naming the choices otherwise."""
-    try:
+    """The task called ``name``: a registry task, else one composed as ``dataset-model[-bN][-optimizer]``.
+
+    A composed task is any dataset variant, model, batch size and optimizer family outside the
+    registry: ``rotated-mlp-relu`` is rotated MNIST, the ReLU MLP, batch 32, SGD;
+    ``digits0-4-cnn-b64-adam`` the CNN on digits 0-4, batch 64, Adam. As in the registry, batch 32 and
+    ``sgd`` are left out of the name. A composed task is ``held-out``: evaluations may use it, agent
+    training may not. ``ValueError`` naming the choices for anything else.
+    """
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+    task = _composed_task(name)
+    if task is not None and task.name != name:
+        raise ValueError(f"task {name!r} is spelled {task.name!r}: batch 32 and sgd are left out of task names")
+    if task is None:
+        raise ValueError(
+            f"unknown task {name!r}; choose one of {', '.join(TASKS)}, or compose one as "
+            f"dataset-model[-bN][-optimizer] from datasets {', '.join(DATASET_VARIANTS)}, models "
+            f"{', '.join(MODEL_NAMES)} and optimizers {', '.join(OPTIMIZER_NAMES)} (batch 32 and sgd unwritten)"
+        )
+    return task
 
 
 def tasks_in(split: TaskSplit) -> tuple[Task, ...]:

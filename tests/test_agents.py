@@ -197,6 +197,10 @@ def test_task_pools_lengths_and_starting_rates_reach_the_env() -> None:
     assert cfg.total_timesteps == round(cfg.episodes * (2000 - 200) / math.log(2000 / 200))
     with pytest.raises(ValueError, match="held-out"):
         TrainConfig(task="mnist-cnn,rotated-cnn")
+    with pytest.raises(ValueError, match="composed outside the registry"):
+        TrainConfig(task="mnist-cnn,digits0-4-mlp-relu")  # a task of the naming scheme, not of the registry
+    with pytest.raises(ValueError, match="unknown task"):
+        TrainConfig(task="mnist-cnn,imagenet-cnn")
     with pytest.raises(ValueError, match="max-episode-steps"):
         TrainConfig(episode_steps=300, max_episode_steps=200)
 

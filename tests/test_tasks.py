@@ -39,6 +39,32 @@ def test_the_suite_covers_the_issue_s_axes() -> None:
     assert (default.dataset, default.model, default.batch_size, default.optimizer) == ("mnist", "cnn", 32, "sgd")
 
 
+@pytest.mark.parametrize(("name", "spec"), [
+    ("rotated-mlp-relu", ("rotated", "mlp-relu", 32, "sgd")),
+    ("digits0-4-cnn-b64-adam", ("digits0-4", "cnn", 64, "adam")),
+    ("inverted-cnn-wide-b128-rsgd", ("inverted", "cnn-wide", 128, "rsgd")),
+    ("mnist-mlp-b128", ("mnist", "mlp", 128, "sgd")),
+    ("permuted-mlp-relu-momentum", ("permuted", "mlp-relu", 32, "momentum")),
+])
+def test_names_outside_the_registry_compose_a_held_out_task(name: str, spec: tuple[object, ...]) -> None:
+    task = get_task(name)
+    assert name not in TASKS and task.name == name and task.split == "held-out"
+    assert (task.dataset, task.model, task.batch_size, task.optimizer) == spec
+
+
+@pytest.mark.parametrize("name", ["mnist-cnn-b32", "mnist-cnn-sgd", "permuted-mlp-relu-b32-sgd"])
+def test_a_composed_name_has_one_spelling(name: str) -> None:
+    with pytest.raises(ValueError, match="is spelled"):
+        get_task(name)
+
+
+@pytest.mark.parametrize("name", ["imagenet-cnn", "mnist-resnet", "mnist-cnn-b0", "mnist-cnn-adam-b64", "mnist-cnnx",
+                                  "mnist"])
+def test_names_that_compose_nothing_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task(name)
+
+
 def test_unknown_names_list_the_choices() -> None:
     with pytest.raises(ValueError, match="mnist-cnn"):
         get_task("imagenet")

@@ -228,7 +228,8 @@ class EvaluationConfig:
     """default: mnist-cnn, budgets 250/1000, 3 seeds, sgd; full: + the held-out tasks, budget 2000, 10 seeds, all
     peers."""
     tasks: Annotated[tuple[str, ...] | None, tasks_argument(optional=True)] = None
-    """task names or split names (train, held-out), comma-separated; grid: the grid's."""
+    """task names (the registry's, or composed: dataset-model[-bN][-optimizer]) or split names (train,
+    held-out), comma-separated; grid: the grid's."""
     budgets: Annotated[tuple[int, ...] | None, budgets_argument(optional=True)] = None
     """run lengths in optimizer steps, comma-separated; grid: the grid's."""
     seeds: Annotated[int | None, _SEEDS_ARGUMENT] = None
