@@ -198,10 +198,9 @@ def replay_return(trace: Trace, config: RewardConfig, horizon: int) -> tuple[flo
         if in_bounds:
             judge(trace.losses[step])
         step_reward, tier = episode.step(judged[-config.loss_window :], in_bounds)
-        reward = episode.decision_cost(changed) + step_reward
-        if ends_episode(tier) or episode.below_floor(reward):
-            return episode.total + reward, step
-        episode.total += reward
+        episode.total += episode.decision_cost(changed) + step_reward
+        if ends_episode(tier) or episode.below_floor():
+            return episode.total, step
     return episode.total, len(trace.changed)
 
 
