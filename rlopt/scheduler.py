@@ -300,6 +300,14 @@ class SafetyConfig:
     rate for the first ``stall_steps`` steps; if training has made no progress by then, it goes on
     at the user's own rate, which is what doing nothing would have done. (Only for S_1 > 0.)
 
+    A raise can also undo progress without a rise the back-off test sees: on a loss near its
+    starting plateau, a return from B_t to S_1 is a small multiple of B_t. With ``relapse_cap``,
+    a run that has made progress and then, after step ``stall_steps``, lost it, its smoothed loss
+    back above (1 − ``stall_progress``) · S_1, is held at or below its starting rates **for the rest of the
+    run**: the policy's higher rates have been tried on this run and undone its progress, so they
+    are not tried again. It may still lower the rate. A run whose loss falls well below its first
+    value, as every run that gains from a raise does, never comes back there, and the rule never acts.
+
     It acts on the learning rate only: a policy that controls just R-SGD's Γ (mode ``"rsgd"``) runs
     without it. ``LearnedScheduler(..., safety=None)`` switches it off.
     """
@@ -320,6 +328,9 @@ class SafetyConfig:
     """steps after which a run without progress is held at or below its starting rates; None: no stall cap."""
     stall_progress: float = 0.05
     """share of the first smoothed loss that the smoothed loss must once fall by to count as progress."""
+    relapse_cap: bool = True
+    """hold a run whose smoothed loss returned above (1 − stall_progress) · S_1 after progress at or below
+    its starting rates for the rest of the run (only with a stall cap)."""
 
     def __post_init__(self) -> None:
         if not 1 < self.rise_factor < math.inf:
@@ -358,6 +369,7 @@ class SafetyNet:
         self.start_rates = list(start_rates)
         self.steps = 0
         self.progressed = False
+        self.relapsed = False
 
     def should_back_off(self, loss: float) -> bool:
         """Record one step's loss; ``True`` when the rules call for a back-off now."""
@@ -370,6 +382,9 @@ class SafetyNet:
         first = self.first = smoothed if self.first is None else self.first
         best = self.best = smoothed if self.best is None else min(self.best, smoothed)
         if first > 0 and best <= (1 - cfg.stall_progress) * first:
+            relapse = cfg.relapse_cap and cfg.stall_steps is not None and self.steps > cfg.stall_steps
+            if relapse and self.progressed and smoothed > (1 - cfg.stall_progress) * first:
+                self.relapsed = True
             self.progressed = True
         rose = smoothed - best > cfg.progress_fraction * (first - best) and (
             best <= 0 or smoothed > cfg.rise_factor * best
@@ -384,9 +399,12 @@ class SafetyNet:
 
     @property
     def stalled(self) -> bool:
-        """No progress (:attr:`SafetyConfig.stall_progress`) after :attr:`SafetyConfig.stall_steps` steps."""
+        """No progress (:attr:`SafetyConfig.stall_progress`) after :attr:`SafetyConfig.stall_steps` steps,
+        or progress lost again (:attr:`SafetyConfig.relapse_cap`)."""
         limit = self.config.stall_steps
-        return limit is not None and self.steps >= limit and not self.progressed and (self.first or 0) > 0
+        if limit is None or (self.first or 0) <= 0:
+            return False
+        return self.relapsed or (self.steps >= limit and not self.progressed)
 
     def cap(self, rates: list[float]) -> list[float]:
         """``rates`` held at or below the backed-off ones while a hold lasts (one step of it), and at
@@ -409,6 +427,7 @@ class SafetyNet:
             "start_rates": list(self.start_rates),
             "steps": self.steps,
             "progressed": self.progressed,
+            "relapsed": self.relapsed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -420,6 +439,7 @@ class SafetyNet:
         self.start_rates = [float(r) for r in state.get("start_rates", self.start_rates)]
         self.steps = int(state.get("steps", 0))
         self.progressed = bool(state.get("progressed", True))
+        self.relapsed = bool(state.get("relapsed", False))
 
 
 class LearnedScheduler(LRScheduler):

@@ -227,6 +227,53 @@ def test_progress_within_the_probation_never_caps(tmp_path: Path) -> None:
     assert drive(sched3, opt3, model3, [2.3] * 60)[-1] == pytest.approx(0.5)
 
 
+# progress to 2.15 (6.5 % below 2.3) by step 15, then back to the starting plateau: the rise from the best
+# (2.15 → 2.3, 7 %) is under rise_factor 1.1, so only the relapse test can see it
+DIP_AND_RETURN = [2.3 - 0.15 * min(t, 15) / 15 for t in range(30)] + [2.15 + 0.15 * k / 15 for k in range(1, 16)]
+
+
+def test_a_run_that_loses_its_progress_is_capped_for_the_rest_of_it(tmp_path: Path) -> None:
+    """The inverted-digits failure: a raised rate undoes the progress without a rise the back-off sees."""
+    config = SafetyConfig(stall_steps=20)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    sched, opt, model = linear_run(policy, 0.01, config)
+    rates = drive(sched, opt, model, DIP_AND_RETURN + [2.3] * 10)
+    assert sched.backoffs == 0  # the back-off test never fired
+    relapse = next(t for t, rate in enumerate(rates) if t > 30 and rate == pytest.approx(0.01))
+    assert 30 < relapse < 55 and rates[relapse - 1] > 0.01
+    assert rates[relapse:] == pytest.approx([0.01] * (len(rates) - relapse))
+    # new progress does not lift the cap: the policy's higher rates undid this run once
+    rates = drive(sched, opt, model, [2.3 * 0.9**k for k in range(1, 41)])
+    assert max(rates) == pytest.approx(0.01)
+    # and a resumed scheduler keeps it
+    resumed = LearnedScheduler(opt, policy, safety=config)
+    resumed.load_state_dict(sched.state_dict())
+    assert max(drive(resumed, opt, model, [0.1] * 10)) == pytest.approx(0.01)
+    # the same run without the relapse cap goes back to the policy's rates
+    sched2, opt2, model2 = linear_run(policy, 0.01, SafetyConfig(stall_steps=20, relapse_cap=False))
+    drive(sched2, opt2, model2, DIP_AND_RETURN + [2.3] * 10)
+    assert drive(sched2, opt2, model2, [2.3 * 0.9**k for k in range(1, 41)])[-1] == pytest.approx(0.5)
+
+
+def test_the_relapse_cap_lets_the_policy_lower_the_rate(tmp_path: Path) -> None:
+    lower = constant_policy(tmp_path / "lower.rlopt", 0)
+    sched, opt, model = linear_run(lower, 0.1, SafetyConfig(stall_steps=20))
+    rates = drive(sched, opt, model, DIP_AND_RETURN + [2.3] * 10)
+    floor = ActionSpec().lr_bounds[0]
+    assert rates == pytest.approx([max(0.1 * 0.9 ** (t + 1), floor) for t in range(len(rates))])
+
+
+def test_a_relapse_before_the_probation_ends_is_not_one(tmp_path: Path) -> None:
+    """Noise around the first losses can dip 5 % and come back; only what happens from stall_steps on counts."""
+    config = SafetyConfig(stall_steps=40)
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    sched, opt, model = linear_run(policy, 0.01, config)
+    early = DIP_AND_RETURN[:40]  # down by step 15, back up by step 39: all within the probation
+    rates = drive(sched, opt, model, early + [2.3 * 0.9**k for k in range(1, 21)])
+    assert rates[-1] == pytest.approx(0.5)  # the later progress keeps the policy in charge
+    assert not sched.state_dict()["safety"]["relapsed"]
+
+
 def test_state_dict_carries_the_starting_rates_of_the_stall_cap(tmp_path: Path) -> None:
     config = SafetyConfig(stall_steps=10)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
