@@ -329,8 +329,8 @@ class SafetyConfig:
     stall_progress: float = 0.05
     """share of the first smoothed loss that the smoothed loss must once fall by to count as progress."""
     relapse_cap: bool = True
-    """hold a run whose smoothed loss returned above (1 − stall_progress) · S_1 after progress at or below
-    its starting rates for the rest of the run (only with a stall cap)."""
+    """after step stall_steps, hold a run whose smoothed loss is back above (1 − stall_progress) · S_1 after
+    progress at or below its starting rates for the rest of the run; needs the stall cap (stall_steps)."""
 
     def __post_init__(self) -> None:
         if not 1 < self.rise_factor < math.inf:
@@ -454,8 +454,8 @@ class LearnedScheduler(LRScheduler):
     rate and/or R-SGD Γ into ``optimizer.param_groups``; new values are clamped to the policy's bounds.
     A safety net (:class:`SafetyConfig`, on by default) overrides the policy when the loss rises
     sharply or stops being finite: it halves the learning rate and keeps it from rising for a while;
-    and while training makes no progress after its first steps, it holds the rate at or below the
-    one the run started from.
+    and while training makes no progress after its first steps, or for good once it has lost the
+    progress it made, it holds the rate at or below the one the run started from.
 
     Args:
         optimizer: the optimizer to steer. Its starting rate must lie within the policy's lr bounds

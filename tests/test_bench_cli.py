@@ -326,7 +326,8 @@ def test_flags_parse_into_the_config() -> None:
                            "--tasks", "mnist-cnn,held-out", "--budgets", "2000,250", "--seeds", "4", "--lr-sweep",
                            "--grid", "full", "--no-progress", "--flatness", "--out", "x",
                            "--flatness-settings.directions", "3", "--baseline-settings.sgd-lr", "0.05",
-                           "--sweep.sgd-rates", "0.01", "0.1", "--oracle", "o.json"])
+                           "--sweep.sgd-rates", "0.01", "0.1", "--oracle", "o.json",
+                           "--safety.no-relapse-cap", "--safety.stall-steps", "None"])
     config = args.config
     assert config.policies == ("a.rlopt", "b.rlopt") and config.baselines == ("sgd", "adam", "rsgd")
     assert config.tasks is not None and config.tasks[0] == "mnist-cnn" and len(config.tasks) == 5
@@ -334,6 +335,7 @@ def test_flags_parse_into_the_config() -> None:
     assert config.flatness and not args.progress and args.out == Path("x") and config.oracle == "o.json"
     assert config.flatness_settings.directions == 3 and config.baseline_settings.sgd_lr == 0.05
     assert config.sweep.sgd_rates == (0.01, 0.1)
+    assert not config.safety.relapse_cap and config.safety.stall_steps is None
     assert cli.parse_args(["--policy", "p.rlopt", "--baselines", "none"]).config.baselines == ()
     assert cli.parse_args([]).config == EvaluationConfig()
     assert cli.parse_args(["--tasks", "grid", "--seeds", "grid"]).config == EvaluationConfig()

@@ -32,7 +32,7 @@ from rlopt.bench import (
 from rlopt.bench.stats import format_report
 from rlopt.control import ActionSpec, ObservationSpec
 from rlopt.data import ImageData
-from rlopt.scheduler import build_q_network, save_policy
+from rlopt.scheduler import SafetyConfig, build_q_network, save_policy
 from rlopt.tasks import get_task
 from rlopt.training import Trainer
 
@@ -263,3 +263,13 @@ def test_rsgd_baselines_follow_their_gamma_schedules(name: str) -> None:
             gamma_t = settings.rsgd_exp_gamma0 * math.exp(-settings.rsgd_exp_lambda * epoch)
             assert gamma == pytest.approx(1 - gamma_t**t)
     assert built.optimizer.param_groups[0]["lr"] < settings.rsgd_lr  # two epochs of decay
+
+
+def test_a_policy_method_runs_with_the_safety_net_it_is_given(tmp_path: Path) -> None:
+    path = write_policy(tmp_path / "p.rlopt")
+    context = RunContext(budget=20, steps_per_epoch=10, seed=0)
+    default = policy_method(path).build(tiny_model(), context).scheduler
+    assert default.safety == SafetyConfig()
+    ablated = SafetyConfig(relapse_cap=False)
+    assert policy_method(path, ablated).build(tiny_model(), context).scheduler.safety == ablated
+    assert policy_method(path, None).build(tiny_model(), context).scheduler._safety is None

@@ -34,6 +34,7 @@ from rlopt.bench.methods import (
 )
 from rlopt.control import ObservationSpec
 from rlopt.rewards import RewardConfig
+from rlopt.scheduler import SafetyConfig
 from rlopt.tasks import DEFAULT_TASK, TASK_SPLITS, Task, TaskSize, get_task, tasks_in
 from rlopt.training import HELD_OUT_SEED_BASE, TUNING_SEED_BASE
 
@@ -282,6 +283,8 @@ class EvaluationConfig:
     """the flatness line search."""
     baseline_settings: BaselineSettings = field(default_factory=BaselineSettings)
     """learning rates, momentum, warm-up, patience … of the baselines."""
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    """the learned schedulers' safety net (rlopt.SafetyConfig); --safety.no-relapse-cap etc. measure a rule."""
     score_test: Annotated[bool, tyro.conf.Suppress] = True
     """measure test loss and accuracy (the oracle's tuning runs do not: it never sees the test split)."""
 

@@ -60,7 +60,7 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from rlopt.control import ObservationSpec, ema_update
 from rlopt.optim import RSGD
-from rlopt.scheduler import LearnedScheduler, PolicyFileError, load_policy
+from rlopt.scheduler import DEFAULT_SAFETY, LearnedScheduler, PolicyFileError, SafetyConfig, load_policy
 from rlopt.schedules import ExpReinforcement, PaperLRDecay, PowerReinforcement, make_momentum_sgd
 from rlopt.training import MOMENTUM, OPTIMIZER_PRESETS, make_optimizer
 
@@ -552,8 +552,9 @@ def baseline(name: str, settings: BaselineSettings | None = None, oracle: Oracle
     return _BASELINES[name](settings)
 
 
-def policy_method(path: str | os.PathLike[str]) -> Method:
-    """A learned scheduler read from ``path``, on the optimizer and starting rate its file declares.
+def policy_method(path: str | os.PathLike[str], safety: SafetyConfig | None = DEFAULT_SAFETY) -> Method:
+    """A learned scheduler read from ``path``, on the optimizer and starting rate its file declares,
+    with the safety net ``safety`` (``None``: the policy alone).
 
     The file is read and checked here, once: a corrupt file, or a policy whose actions its declared
     optimizer cannot take (an ``rsgd`` policy declared for ``sgd``), fails before any training with
@@ -579,7 +580,7 @@ def policy_method(path: str | os.PathLike[str]) -> Method:
         optimizer = make_optimizer(policy.optimizer, model.parameters(), lr, seed=context.seed)
         low, high = policy.actions.lr_bounds
         bounds = None if low <= lr <= high else (min(low, lr), max(high, lr))
-        scheduler = LearnedScheduler(optimizer, policy, total_steps=context.budget, lr_bounds=bounds)
+        scheduler = LearnedScheduler(optimizer, policy, total_steps=context.budget, lr_bounds=bounds, safety=safety)
         return MethodRun(optimizer, hook=scheduler.step, scheduler=scheduler)
 
     description = (
@@ -592,11 +593,15 @@ def policy_method(path: str | os.PathLike[str]) -> Method:
 
 
 def resolve_method(
-    name: str, settings: BaselineSettings | None = None, oracle: OracleTable | None = None
+    name: str,
+    settings: BaselineSettings | None = None,
+    oracle: OracleTable | None = None,
+    safety: SafetyConfig | None = DEFAULT_SAFETY,
 ) -> Method:
-    """A baseline by name, ``policy:PATH`` or a tuning-grid configuration ``tune:…``."""
+    """A baseline by name, ``policy:PATH`` (run with the safety net ``safety``) or a tuning-grid
+    configuration ``tune:…``."""
     if name.startswith(POLICY_PREFIX):
-        return policy_method(name[len(POLICY_PREFIX):])
+        return policy_method(name[len(POLICY_PREFIX):], safety)
     if name.startswith(TUNE_PREFIX):
         return tuning_method(name, settings or BaselineSettings())
     return baseline(name, settings, oracle)

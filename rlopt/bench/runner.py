@@ -181,7 +181,7 @@ def prepare(
     if wanted:
         oracle = load_oracle(config.oracle)
         oracle.check(config, [n.removeprefix("oracle-") for n in wanted])
-    methods = tuple(resolve_method(name, config.baseline_settings, oracle) for name in names)
+    methods = tuple(resolve_method(name, config.baseline_settings, oracle, config.safety) for name in names)
     if config.backend == "ray":
         from rlopt.bench.ray_backend import require_ray
 
