@@ -505,6 +505,12 @@ class Controller:
         """``(lr, Γ)`` of the first param group (Γ = 0 for optimizers without one)."""
         return float(self.optimizer.param_groups[0].get("lr", 0.0)), reinforcement_of(self.optimizer)
 
+    @property
+    def stepped(self) -> bool:
+        """Whether ``optimizer.step()`` has run since the previous observation (what :meth:`observe` needs)."""
+        statistics = self._statistics
+        return statistics.latest is not None and statistics.steps_taken != self._observed_step
+
     def observe(self, loss: float) -> np.ndarray:
         """Record the loss of the step just taken and return the observation (float32).
 
@@ -512,13 +518,14 @@ class Controller:
         the features describe a step, and without one they would be stale.
         """
         statistics = self._statistics
-        if statistics.latest is None or statistics.steps_taken == self._observed_step:
+        latest = statistics.latest
+        if latest is None or not self.stepped:
             raise RuntimeError(
                 "no optimizer.step() since the last observation: call the scheduler's step(loss) once "
                 "after each optimizer.step()"
             )
         self._observed_step = statistics.steps_taken
-        grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs = statistics.latest
+        grad_abs, grad_sum, sign_sum, sign_abs, delta_abs, param_abs = latest
         spec = self.observation
         clip = spec.clip
         hist = self._history

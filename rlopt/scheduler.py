@@ -32,6 +32,7 @@ import importlib.resources
 import itertools
 import math
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -566,12 +567,22 @@ class LearnedScheduler(LRScheduler):
         """Observe the optimizer step just taken (with its mini-batch ``loss``) and act: apply the
         policy's greedy action, or back the learning rate off where the safety net says so.
 
-        Raises ``TypeError`` without a loss and ``RuntimeError`` if no ``optimizer.step()`` ran since
-        the previous call.
+        A call with no ``optimizer.step()`` since the previous one (``torch.amp.GradScaler`` skips the
+        steps whose gradients overflow) does nothing but warn: there is no step to observe, and
+        ``total_steps`` counts optimizer steps. Raises ``TypeError`` without a loss.
         """
         if loss is None:
             raise TypeError("LearnedScheduler.step(loss) needs the step's training loss, as ReduceLROnPlateau "
                             "needs its metric")
+        if not self.controller.stepped:
+            warnings.warn(
+                "LearnedScheduler.step(loss) was called with no optimizer.step() since its last call (a "
+                "GradScaler skips steps whose gradients overflow); this call was skipped. Call it once after "
+                "each optimizer.step().",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         observation = self.controller.observe(value)
         action = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,12 +127,38 @@ def test_works_with_zero_grad_on_either_side_of_the_step(tmp_path: Path) -> None
     assert runs[0] == runs[1]
 
 
-def test_step_without_an_optimizer_step_is_a_clear_error(tmp_path: Path) -> None:
+def test_step_without_an_optimizer_step_warns_and_does_nothing(tmp_path: Path) -> None:
     model, _, _ = tiny_problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = LearnedScheduler(opt, write_policy(tmp_path / "p.rlopt"))
-    with pytest.raises(RuntimeError, match=r"optimizer\.step\(\)"):
+    before = sched.state_dict()
+    with pytest.warns(UserWarning, match=r"no optimizer\.step\(\)"):
         sched.step(1.0)
+    assert sched.state_dict() == before and sched.last_epoch == 0
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_a_grad_scaler_that_skips_steps_does_not_break_the_loop(tmp_path: Path) -> None:
+    """torch.amp.GradScaler skips optimizer.step() when the scaled gradients overflow; the scheduler skips
+    those calls too, and its budget counts the steps that ran."""
+    torch.manual_seed(0)
+    model, x, y = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler(opt, write_policy(tmp_path / "p.rlopt"), total_steps=20)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    taken = []
+    opt.register_step_post_hook(lambda *_: taken.append(1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(20):
+            loss = nn.functional.cross_entropy(model(x), y) * (1e30 if step in (3, 11) else 1.0)
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step(loss)
+    assert len(taken) == 18 and sched.last_epoch == 18
+    assert sum("no optimizer.step()" in str(w.message) for w in caught) == 2
 
 
 def test_total_steps_sets_the_step_feature(tmp_path: Path) -> None:
