@@ -107,6 +107,9 @@ class TrainConfig:
     policy is the evaluated agent with the lowest mean final validation loss."""
     eval_episodes: int = 6
     """held-out episodes per evaluation, the same ones every time; each costs a full episode of training."""
+    eval_lengths: tuple[int, ...] | None = None
+    """lengths of the held-out episodes, in turn (e.g. 250 1000 2000; --eval-episodes a multiple of their number):
+    agents are then selected at the budgets they will run. None: drawn like the training episodes."""
     log_every: int = 10
     """environment steps between per-step TensorBoard records (lr, Γ, loss, reward tier)."""
     threads: int = 1
@@ -145,6 +148,8 @@ class TrainConfig:
                      "eval_episodes", "episode_steps", "validation_size", "decision_interval"):
             _require(getattr(self, name) >= 1, f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         _require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        _require(self.eval_lengths is None or (len(self.eval_lengths) > 0 and min(self.eval_lengths) >= 1),
+                 f"--eval-lengths must be one or more lengths >= 1, got {self.eval_lengths}")
         _require(
             self.max_episode_steps is None or self.max_episode_steps >= self.episode_steps,
             f"--max-episode-steps {self.max_episode_steps} is below --episode-steps {self.episode_steps}",

@@ -24,6 +24,7 @@ def env_config(cfg: TrainConfig, *, held_out: bool = False) -> EnvConfig:
         start="random" if held_out else cfg.start,
         episode_steps=cfg.episode_steps,
         max_episode_steps=cfg.max_episode_steps,
+        episode_lengths=cfg.eval_lengths if held_out else None,
         random_lr_init=cfg.random_lr_init,
         lr_init=cfg.lr_init,
         reinforcement_init=cfg.reinforcement_init,

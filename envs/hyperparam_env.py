@@ -58,6 +58,9 @@ class EnvConfig:
         max_episode_steps: with it, every episode draws its own length log-uniformly from
             ``[episode_steps, max_episode_steps]``; that length is then its truncation step and the
             horizon of its features and rewards.
+        episode_lengths: the lengths of successive episodes, in turn, counted from the latest
+            ``reset(seed=...)``; they replace the ``episode_steps`` / ``max_episode_steps`` draw. The
+            model-selection episodes use it to score agents at fixed budgets (``--eval-lengths``).
         batch_size: mini-batch size; ``None`` takes the task's (32 for Zhu et al.'s).
         train_size: training images the network learns from (8000).
         validation_size: held-out images (from the dataset's validation split) evaluated at episode end.
@@ -86,6 +89,7 @@ class EnvConfig:
     start: str = "fixed"
     episode_steps: int = TaskSize.episode_steps
     max_episode_steps: int | None = None
+    episode_lengths: tuple[int, ...] | None = None
     batch_size: int | None = None
     train_size: int = TaskSize.train_size
     validation_size: int = TaskSize.validation_size
@@ -108,6 +112,8 @@ class EnvConfig:
             raise ValueError(f"decision_interval must be >= 1, got {self.decision_interval}")
         if self.max_episode_steps is not None and self.max_episode_steps < self.episode_steps:
             raise ValueError(f"max_episode_steps {self.max_episode_steps} is below episode_steps {self.episode_steps}")
+        if self.episode_lengths is not None and (not self.episode_lengths or min(self.episode_lengths) < 1):
+            raise ValueError(f"episode_lengths must be one or more lengths >= 1, got {self.episode_lengths}")
         for task in self.task_specs:  # raises for an unknown task
             if task.optimizer not in OPTIMIZER_PRESETS:
                 raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_PRESETS)}, got {task.optimizer!r}")
@@ -249,6 +255,7 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
             self._task_tensors(task)
         self._task = self._tasks[0]
         self._episode_steps = cfg.episode_steps
+        self._episodes_since_seed = 0  # indexes episode_lengths
         # the episode's start point: (model seed, starting lr)
         self._start: tuple[int, float] = (cfg.fixed_seed, cfg.initial_lr_of(self._tasks[0]))
         self._obs_spec = self.config.observation_spec()
@@ -294,9 +301,14 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         task = self._task = self._tasks[int(rng.integers(len(self._tasks)))] if len(self._tasks) > 1 else self._tasks[0]
         self._action_spec = cfg.action_spec(task)
         self._episode_steps = cfg.episode_steps
-        if cfg.max_episode_steps is not None and cfg.max_episode_steps > cfg.episode_steps:
+        if seed is not None:
+            self._episodes_since_seed = 0
+        if cfg.episode_lengths:
+            self._episode_steps = cfg.episode_lengths[self._episodes_since_seed % len(cfg.episode_lengths)]
+        elif cfg.max_episode_steps is not None and cfg.max_episode_steps > cfg.episode_steps:
             low, high = math.log(cfg.episode_steps), math.log(cfg.max_episode_steps + 1)
             self._episode_steps = min(int(math.exp(rng.uniform(low, high))), cfg.max_episode_steps)
+        self._episodes_since_seed += 1
         lr = cfg.initial_lr_of(task)
         if cfg.random_lr_init:
             lo, hi = self._action_spec.lr_bounds

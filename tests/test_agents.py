@@ -194,6 +194,12 @@ def test_task_pools_lengths_and_starting_rates_reach_the_env() -> None:
     ecfg = env_config(cfg)
     assert {t.split for t in ecfg.task_specs} == {"train"} and len(ecfg.task_specs) > 3
     assert (ecfg.max_episode_steps, ecfg.random_lr_init) == (2000, True)
+    # --eval-lengths fixes the selection episodes' lengths, not the training episodes'
+    selecting = TrainConfig(task="train", episode_steps=200, max_episode_steps=2000, eval_lengths=(250, 2000))
+    assert env_config(selecting, held_out=True).episode_lengths == (250, 2000)
+    assert env_config(selecting).episode_lengths is None and ecfg.episode_lengths is None
+    with pytest.raises(ValueError, match="eval-lengths"):
+        TrainConfig(eval_lengths=(250, 0))
     assert cfg.total_timesteps == round(cfg.episodes * (2000 - 200) / math.log(2000 / 200))
     with pytest.raises(ValueError, match="held-out"):
         TrainConfig(task="mnist-cnn,rotated-cnn")

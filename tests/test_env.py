@@ -310,6 +310,27 @@ def test_drawn_episode_lengths_set_truncation_and_horizon(tiny_data: ImageData) 
         HyperparamControlEnv(data=tiny_data, episode_steps=10, max_episode_steps=5)
 
 
+def test_fixed_episode_lengths_run_in_turn_from_each_seeding(tiny_data: ImageData) -> None:
+    """Model selection at fixed budgets: lengths in turn, restarted by reset(seed=...), whatever the draw range."""
+    env = HyperparamControlEnv(data=tiny_data, episode_steps=3, max_episode_steps=12, start="random",
+                               episode_lengths=(4, 9))
+
+    def run_episode(seed: int | None = None) -> int:
+        obs, info = env.reset(seed=seed)
+        steps, truncated = 0, False
+        while not truncated:
+            obs, _, terminated, truncated, _ = env.step(1)
+            steps += 1
+            assert not terminated
+        assert steps == info["episode_steps"] and obs[FEATURE_NAMES.index("step")] == 1.0
+        return steps
+
+    assert [run_episode(0), run_episode(), run_episode()] == [4, 9, 4]
+    assert run_episode(0) == 4  # a new seeding starts the turn again
+    with pytest.raises(ValueError, match="episode_lengths"):
+        HyperparamControlEnv(data=tiny_data, episode_lengths=())
+
+
 def test_random_starting_rates_are_log_uniform_within_the_bounds(tiny_data: ImageData) -> None:
     env = HyperparamControlEnv(data=tiny_data, random_lr_init=True, episode_steps=2)
     env.reset(seed=2)
