@@ -51,6 +51,7 @@ from rlopt.control import (
     ema_update,
     reinforcement_of,
 )
+from rlopt.optim import RSGD
 from rlopt.tasks import OPTIMIZER_NAMES
 
 if TYPE_CHECKING:
@@ -309,6 +310,13 @@ class SafetyConfig:
     are not tried again. It may still lower the rate. A run whose loss falls well below its first
     value, as every run that gains from a raise does, never comes back there, and the rule never acts.
 
+    Both caps hold the rate at or below a **ceiling**: the rate the run started with or, with
+    ``trained_rate_ceiling``, the rate the policy's training runs started from (the policy file's
+    ``initial_lr``, 0.1 for the shipped ``sgd``) if that is higher. A run started far too low may then
+    still be raised to where the policy was trained, while one started at or above that rate is held at
+    its own. The trained rate counts only on an optimizer of the policy's kind and the policy's own lr
+    bounds (no ``lr_bounds`` override); each param group's ceiling keeps its ratio to the first group's.
+
     It acts on the learning rate only: a policy that controls just R-SGD's Γ (mode ``"rsgd"``) runs
     without it. ``LearnedScheduler(..., safety=None)`` switches it off.
     """
@@ -329,6 +337,9 @@ class SafetyConfig:
     """steps after which a run without progress is held at or below its starting rates; None: no stall cap."""
     stall_progress: float = 0.05
     """share of the first smoothed loss that the smoothed loss must once fall by to count as progress."""
+    trained_rate_ceiling: bool = True
+    """let the caps' ceiling rise to the policy's training start rate when the run started lower; False: the
+    run's starting rates are the ceiling."""
     relapse_cap: bool = True
     """after step stall_steps, hold a run whose smoothed loss is back above (1 − stall_progress) · S_1 after
     progress at or below its starting rates for the rest of the run; needs the stall cap (stall_steps)."""
@@ -353,6 +364,11 @@ class SafetyConfig:
 
 #: the safety net a :class:`LearnedScheduler` runs with unless told otherwise
 DEFAULT_SAFETY = SafetyConfig()
+
+#: the optimizer classes a policy's declared optimizer name stands for (the safety net's trained-rate ceiling)
+_OPTIMIZER_KINDS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adam": torch.optim.Adam, "rsgd": RSGD,
+}
 
 
 class SafetyNet:
@@ -518,7 +534,13 @@ class LearnedScheduler(LRScheduler):
         self.safety = safety
         # the safety net moves the learning rate; a policy that only sets Γ runs without it
         start_rates = [float(g["lr"]) for g in optimizer.param_groups]
-        self._safety = SafetyNet(safety, start_rates) if safety is not None and actions.controls_lr else None
+        ceilings = start_rates
+        if safety is not None and safety.trained_rate_ceiling and lr_bounds is None and start_rates[0] > 0:
+            kind = _OPTIMIZER_KINDS.get(self.policy.optimizer)
+            if kind is not None and isinstance(optimizer, kind):
+                lift = max(1.0, self.policy.initial_lr / start_rates[0])
+                ceilings = [rate * lift for rate in start_rates]
+        self._safety = SafetyNet(safety, ceilings) if safety is not None and actions.controls_lr else None
         self.last_backed_off = False
         self.backoffs = 0
         self._last_lr = [float(g["lr"]) for g in optimizer.param_groups]

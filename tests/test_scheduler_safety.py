@@ -196,7 +196,7 @@ def test_state_dict_carries_the_hold(tmp_path: Path) -> None:
 def test_a_run_without_progress_is_held_at_its_starting_rate(tmp_path: Path) -> None:
     """A plateau from the start (the loss a too-high rate can hold at chance): the policy may raise the
     rate for stall_steps steps, then the rate goes back to the user's until the loss makes progress."""
-    config = SafetyConfig(stall_steps=20, stall_progress=0.05)
+    config = SafetyConfig(stall_steps=20, stall_progress=0.05, trained_rate_ceiling=False)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
     sched, opt, model = linear_run(policy, 0.01, config)
     plateau = [2.3 + 0.01 * (-1) ** t for t in range(40)]  # noisy, never 5 % down
@@ -213,7 +213,7 @@ def test_a_run_without_progress_is_held_at_its_starting_rate(tmp_path: Path) -> 
 
 
 def test_progress_within_the_probation_never_caps(tmp_path: Path) -> None:
-    config = SafetyConfig(stall_steps=20)
+    config = SafetyConfig(stall_steps=20, trained_rate_ceiling=False)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
     sched, opt, model = linear_run(policy, 0.01, config)
     slow = [2.3 * 0.995**t for t in range(60)]  # 2.3 → 1.7, 5 % down after a dozen steps
@@ -223,7 +223,7 @@ def test_progress_within_the_probation_never_caps(tmp_path: Path) -> None:
     sched2, opt2, model2 = linear_run(policy, 0.01, config)
     assert drive(sched2, opt2, model2, [2.3] * 60)[-1] == pytest.approx(0.01)
     # and with the cap switched off it is not
-    sched3, opt3, model3 = linear_run(policy, 0.01, SafetyConfig(stall_steps=None))
+    sched3, opt3, model3 = linear_run(policy, 0.01, SafetyConfig(stall_steps=None, trained_rate_ceiling=False))
     assert drive(sched3, opt3, model3, [2.3] * 60)[-1] == pytest.approx(0.5)
 
 
@@ -234,7 +234,7 @@ DIP_AND_RETURN = [2.3 - 0.15 * min(t, 15) / 15 for t in range(30)] + [2.15 + 0.1
 
 def test_a_run_that_loses_its_progress_is_capped_for_the_rest_of_it(tmp_path: Path) -> None:
     """The inverted-digits failure: a raised rate undoes the progress without a rise the back-off sees."""
-    config = SafetyConfig(stall_steps=20)
+    config = SafetyConfig(stall_steps=20, trained_rate_ceiling=False)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
     sched, opt, model = linear_run(policy, 0.01, config)
     rates = drive(sched, opt, model, DIP_AND_RETURN + [2.3] * 10)
@@ -250,9 +250,38 @@ def test_a_run_that_loses_its_progress_is_capped_for_the_rest_of_it(tmp_path: Pa
     resumed.load_state_dict(sched.state_dict())
     assert max(drive(resumed, opt, model, [0.1] * 10)) == pytest.approx(0.01)
     # the same run without the relapse cap goes back to the policy's rates
-    sched2, opt2, model2 = linear_run(policy, 0.01, SafetyConfig(stall_steps=20, relapse_cap=False))
+    sched2, opt2, model2 = linear_run(policy, 0.01, SafetyConfig(stall_steps=20, relapse_cap=False,
+                                                                 trained_rate_ceiling=False))
     drive(sched2, opt2, model2, DIP_AND_RETURN + [2.3] * 10)
     assert drive(sched2, opt2, model2, [2.3 * 0.9**k for k in range(1, 41)])[-1] == pytest.approx(0.5)
+
+
+def test_a_run_started_below_the_policys_training_rate_may_be_raised_to_it(tmp_path: Path) -> None:
+    """The caps' ceiling is the higher of the run's rate and the policy's training start rate (0.1 here), on
+    an optimizer of the policy's kind with its own bounds; otherwise the run's own rate."""
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)  # trained from lr 0.1, on SGD
+    config = SafetyConfig(stall_steps=20)
+    plateau = [2.3 + 0.01 * (-1) ** t for t in range(60)]
+    sched, opt, model = linear_run(policy, 0.01, config)
+    rates = drive(sched, opt, model, plateau)
+    assert max(rates) == pytest.approx(0.1) == rates[-1]  # raised past 0.01 and held at the training rate
+    sched, opt, model = linear_run(policy, 0.2, config)  # started above it: its own rate
+    assert drive(sched, opt, model, plateau)[-1] == pytest.approx(0.2)
+    # bounds overridden, or another optimizer: the policy's training rate says nothing there
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = LearnedScheduler(opt, policy, safety=config, lr_bounds=(1e-3, 0.5))
+    assert drive(sched, opt, model, plateau)[-1] == pytest.approx(0.01)
+    model = nn.Linear(4, 1)
+    adam = torch.optim.Adam(model.parameters(), lr=0.01)
+    sched = LearnedScheduler(adam, policy, safety=config)
+    assert drive(sched, adam, model, plateau)[-1] == pytest.approx(0.01)
+    # two param groups keep their ratio
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD([{"params": [model.weight], "lr": 0.01}, {"params": [model.bias], "lr": 0.005}], lr=0.01)
+    sched = LearnedScheduler(opt, policy, safety=config)
+    drive(sched, opt, model, plateau)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.05])
 
 
 def test_the_relapse_cap_lets_the_policy_lower_the_rate(tmp_path: Path) -> None:
