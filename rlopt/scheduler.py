@@ -53,6 +53,7 @@ from rlopt.control import (
 )
 from rlopt.optim import RSGD
 from rlopt.tasks import OPTIMIZER_NAMES
+from rlopt.training import MOMENTUM
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -305,8 +306,8 @@ class SafetyConfig:
     A raise can also undo progress without a rise the back-off test sees: on a loss near its
     starting plateau, a return from B_t to S_1 is a small multiple of B_t. With ``relapse_cap``,
     a run that has made progress and then, after step ``stall_steps``, lost it, its smoothed loss
-    back above (1 − ``stall_progress``) · S_1, is held at or below its starting rates **for the rest of the
-    run**: the policy's higher rates have been tried on this run and undone its progress, so they
+    back above (1 − ``stall_progress``) · S_1, is held at or below its ceiling (below) **for the rest of
+    the run**: the policy's higher rates have been tried on this run and undone its progress, so they
     are not tried again. It may still lower the rate. A run whose loss falls well below its first
     value, as every run that gains from a raise does, never comes back there, and the rule never acts.
 
@@ -315,7 +316,10 @@ class SafetyConfig:
     ``initial_lr``, 0.1 for the shipped ``sgd``) if that is higher. A run started far too low may then
     still be raised to where the policy was trained, while one started at or above that rate is held at
     its own. The trained rate counts only on an optimizer of the policy's kind and the policy's own lr
-    bounds (no ``lr_bounds`` override); each param group's ceiling keeps its ratio to the first group's.
+    bounds (no ``lr_bounds`` override), where it means the same step size: ``torch.optim.SGD`` without
+    momentum for an ``sgd`` policy, with momentum 0.9 for a ``momentum`` one, ``Adam`` (or a subclass) for
+    ``adam``, :class:`rlopt.RSGD` for ``rsgd``. Each param group's ceiling keeps its ratio to the first
+    group's.
 
     It acts on the learning rate only: a policy that controls just R-SGD's Γ (mode ``"rsgd"``) runs
     without it. ``LearnedScheduler(..., safety=None)`` switches it off.
@@ -334,7 +338,7 @@ class SafetyConfig:
     loss_smoothing: float = ObservationSpec.loss_smoothing
     """β of the safety net's moving average of the loss."""
     stall_steps: int | None = 50
-    """steps after which a run without progress is held at or below its starting rates; None: no stall cap."""
+    """steps after which a run without progress is held at or below its ceiling; None: no stall cap."""
     stall_progress: float = 0.05
     """share of the first smoothed loss that the smoothed loss must once fall by to count as progress."""
     trained_rate_ceiling: bool = True
@@ -342,7 +346,7 @@ class SafetyConfig:
     run's starting rates are the ceiling."""
     relapse_cap: bool = True
     """after step stall_steps, hold a run whose smoothed loss is back above (1 − stall_progress) · S_1 after
-    progress at or below its starting rates for the rest of the run; needs the stall cap (stall_steps)."""
+    progress at or below its ceiling for the rest of the run; needs the stall cap (stall_steps)."""
 
     def __post_init__(self) -> None:
         if not 1 < self.rise_factor < math.inf:
@@ -365,17 +369,25 @@ class SafetyConfig:
 #: the safety net a :class:`LearnedScheduler` runs with unless told otherwise
 DEFAULT_SAFETY = SafetyConfig()
 
-#: the optimizer classes a policy's declared optimizer name stands for (the safety net's trained-rate ceiling)
-_OPTIMIZER_KINDS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adam": torch.optim.Adam, "rsgd": RSGD,
-}
+
+def _same_kind(optimizer: torch.optim.Optimizer, name: str) -> bool:
+    """Whether ``optimizer`` is the kind of optimizer a policy declared as ``name`` was trained with, so that
+    its training start rate means the same step size here (the safety net's trained-rate ceiling)."""
+    if name == "adam":
+        return isinstance(optimizer, torch.optim.Adam)
+    if name == "rsgd":
+        return isinstance(optimizer, RSGD)
+    if name in ("sgd", "momentum") and isinstance(optimizer, torch.optim.SGD):
+        momenta = {float(group.get("momentum", 0.0)) for group in optimizer.param_groups}
+        return momenta == ({0.0} if name == "sgd" else {MOMENTUM})
+    return False
 
 
 class SafetyNet:
     """The run state of :class:`SafetyConfig`'s rules: the moving average, its best and first
     values, and the cooldown and hold counters. :meth:`LearnedScheduler.step` drives it."""
 
-    def __init__(self, config: SafetyConfig, start_rates: list[float]) -> None:
+    def __init__(self, config: SafetyConfig, ceilings: list[float]) -> None:
         self.config = config
         self.smoothed: float | None = None
         self.best: float | None = None
@@ -383,7 +395,7 @@ class SafetyNet:
         self.steps_since_backoff = config.cooldown_steps  # the first rise may back off at once
         self.hold_left = 0
         self.hold_caps: list[float] = []
-        self.start_rates = list(start_rates)
+        self.ceilings = list(ceilings)  # what the stall and relapse caps hold each param group's rate to
         self.steps = 0
         self.progressed = False
         self.relapsed = False
@@ -425,9 +437,9 @@ class SafetyNet:
 
     def cap(self, rates: list[float]) -> list[float]:
         """``rates`` held at or below the backed-off ones while a hold lasts (one step of it), and at
-        or below the starting rates while the run is :attr:`stalled`."""
+        or below the :attr:`ceilings` while the run is :attr:`stalled`."""
         if self.stalled:
-            rates = [min(rate, start) for rate, start in zip(rates, self.start_rates, strict=True)]
+            rates = [min(rate, ceiling) for rate, ceiling in zip(rates, self.ceilings, strict=True)]
         if self.hold_left <= 0:
             return rates
         self.hold_left -= 1
@@ -441,7 +453,7 @@ class SafetyNet:
             "steps_since_backoff": self.steps_since_backoff,
             "hold_left": self.hold_left,
             "hold_caps": list(self.hold_caps),
-            "start_rates": list(self.start_rates),
+            "ceilings": list(self.ceilings),
             "steps": self.steps,
             "progressed": self.progressed,
             "relapsed": self.relapsed,
@@ -452,8 +464,10 @@ class SafetyNet:
         self.steps_since_backoff = int(state["steps_since_backoff"])
         self.hold_left = int(state["hold_left"])
         self.hold_caps = [float(c) for c in state["hold_caps"]]
-        # states saved before the stall cap existed: keep this run's starting rates, count from here
-        self.start_rates = [float(r) for r in state.get("start_rates", self.start_rates)]
+        # states saved before the trained-rate ceiling named it "start_rates"; before the stall cap existed
+        # there is none: keep this run's ceilings, count from here
+        saved = state.get("ceilings", state.get("start_rates", self.ceilings))
+        self.ceilings = [float(r) for r in saved]
         self.steps = int(state.get("steps", 0))
         self.progressed = bool(state.get("progressed", True))
         self.relapsed = bool(state.get("relapsed", False))
@@ -472,7 +486,8 @@ class LearnedScheduler(LRScheduler):
     A safety net (:class:`SafetyConfig`, on by default) overrides the policy when the loss rises
     sharply or stops being finite: it halves the learning rate and keeps it from rising for a while;
     and while training makes no progress after its first steps, or for good once it has lost the
-    progress it made, it holds the rate at or below the one the run started from.
+    progress it made, it holds the rate at or below the one the run started from (or, if higher, the
+    one the policy was trained from).
 
     Args:
         optimizer: the optimizer to steer. Its starting rate must lie within the policy's lr bounds
@@ -536,8 +551,7 @@ class LearnedScheduler(LRScheduler):
         start_rates = [float(g["lr"]) for g in optimizer.param_groups]
         ceilings = start_rates
         if safety is not None and safety.trained_rate_ceiling and lr_bounds is None and start_rates[0] > 0:
-            kind = _OPTIMIZER_KINDS.get(self.policy.optimizer)
-            if kind is not None and isinstance(optimizer, kind):
+            if _same_kind(optimizer, self.policy.optimizer):
                 lift = max(1.0, self.policy.initial_lr / start_rates[0])
                 ceilings = [rate * lift for rate in start_rates]
         self._safety = SafetyNet(safety, ceilings) if safety is not None and actions.controls_lr else None

@@ -276,6 +276,10 @@ def test_a_run_started_below_the_policys_training_rate_may_be_raised_to_it(tmp_p
     adam = torch.optim.Adam(model.parameters(), lr=0.01)
     sched = LearnedScheduler(adam, policy, safety=config)
     assert drive(sched, adam, model, plateau)[-1] == pytest.approx(0.01)
+    model = nn.Linear(4, 1)  # momentum 0.9 makes 0.1 a tenfold larger step than the policy trained with
+    heavy = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    sched = LearnedScheduler(heavy, policy, safety=config)
+    assert drive(sched, heavy, model, plateau)[-1] == pytest.approx(0.01)
     # two param groups keep their ratio
     model = nn.Linear(4, 1)
     opt = torch.optim.SGD([{"params": [model.weight], "lr": 0.01}, {"params": [model.bias], "lr": 0.005}], lr=0.01)
@@ -319,6 +323,16 @@ def test_state_dict_carries_the_starting_rates_of_the_stall_cap(tmp_path: Path) 
     sched2 = LearnedScheduler(opt2, policy, safety=config)
     sched2.load_state_dict(state["sched"])
     assert drive(sched2, opt2, model2, [2.3] * 10) == pytest.approx(expected)
+    # a state saved before the ceiling was named so (key "start_rates") resumes the same way
+    old = {**state["sched"], "safety": dict(state["sched"]["safety"])}
+    old["safety"]["start_rates"] = old["safety"].pop("ceilings")
+    model3 = nn.Linear(4, 1)
+    model3.load_state_dict(state["model"])
+    opt3 = torch.optim.SGD(model3.parameters(), lr=0.5)
+    opt3.load_state_dict(state["opt"])
+    sched3 = LearnedScheduler(opt3, policy, safety=config)
+    sched3.load_state_dict(old)
+    assert drive(sched3, opt3, model3, [2.3] * 10) == pytest.approx(expected)
 
 
 def test_a_policy_with_a_decision_interval_acts_every_kth_step(tmp_path: Path) -> None:
