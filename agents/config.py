@@ -150,6 +150,9 @@ class TrainConfig:
         _require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _require(self.eval_lengths is None or (len(self.eval_lengths) > 0 and min(self.eval_lengths) >= 1),
                  f"--eval-lengths must be one or more lengths >= 1, got {self.eval_lengths}")
+        _require(self.eval_lengths is None or self.eval_episodes % len(self.eval_lengths) == 0,
+                 f"--eval-episodes {self.eval_episodes} must be a multiple of the {len(self.eval_lengths or ())} "
+                 "--eval-lengths, so every length weighs the same in the selection")
         _require(
             self.max_episode_steps is None or self.max_episode_steps >= self.episode_steps,
             f"--max-episode-steps {self.max_episode_steps} is below --episode-steps {self.episode_steps}",

@@ -200,6 +200,8 @@ def test_task_pools_lengths_and_starting_rates_reach_the_env() -> None:
     assert env_config(selecting).episode_lengths is None and ecfg.episode_lengths is None
     with pytest.raises(ValueError, match="eval-lengths"):
         TrainConfig(eval_lengths=(250, 0))
+    with pytest.raises(ValueError, match="multiple of the 2 --eval-lengths"):
+        TrainConfig(eval_lengths=(250, 2000), eval_episodes=3)
     assert cfg.total_timesteps == round(cfg.episodes * (2000 - 200) / math.log(2000 / 200))
     with pytest.raises(ValueError, match="held-out"):
         TrainConfig(task="mnist-cnn,rotated-cnn")
