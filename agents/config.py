@@ -133,6 +133,9 @@ class TrainConfig:
     0.001). With --control lr it must lie within the lr bounds; --random-lr-init replaces it."""
     reinforcement_init: float = ActionSpec.reinforcement_init
     """the R-SGD Γ every episode starts from when the agent controls Γ (--control rsgd or lr+rsgd)."""
+    clamp_bounds: bool = False
+    """an action past the lr or Γ bounds is clamped and the episode goes on, as a deployed scheduler does;
+    off (the paper), it gets reward tier 1 and ends the episode."""
     decision_interval: int = 1
     """optimizer steps per agent decision: one environment step runs this many training steps and sums their
     rewards; the exported policy acts as often. Episode lengths stay in optimizer steps."""

@@ -28,6 +28,7 @@ def env_config(cfg: TrainConfig, *, held_out: bool = False) -> EnvConfig:
         random_lr_init=cfg.random_lr_init,
         lr_init=cfg.lr_init,
         reinforcement_init=cfg.reinforcement_init,
+        clamp_bounds=cfg.clamp_bounds,
         decision_interval=cfg.decision_interval,
         rewards=cfg.rewards,
         batch_size=cfg.batch_size,

@@ -71,6 +71,9 @@ class EnvConfig:
             (``lr_init`` is then ignored).
         lr_bounds: allowed learning rates; ``None`` takes the optimizer's preset ([0.001, 0.5] for SGD).
         reinforcement_init: starting R-SGD Γ when the agent controls it.
+        clamp_bounds: an action that would take a hyperparameter past its bounds is clamped to them
+            and training goes on, as a deployed scheduler does; ``False`` (the paper) gives it reward
+            tier 1 and ends the episode.
         decision_interval: optimizer steps per env step: the action is applied, then this many
             training steps run (fewer at the episode's end) and their rewards are summed. Episode
             lengths, the ``step`` feature and the rewards' horizon stay counted in optimizer steps.
@@ -98,6 +101,7 @@ class EnvConfig:
     random_lr_init: bool = False
     lr_bounds: tuple[float, float] | None = None
     reinforcement_init: float = ActionSpec.reinforcement_init
+    clamp_bounds: bool = False
     decision_interval: int = 1
     fixed_seed: int = 0
     held_out: bool = False
@@ -197,9 +201,9 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
     ## Rewards
 
     The tiered reward of :mod:`rlopt.rewards` (defaults of :class:`rlopt.rewards.RewardConfig`):
-    out of bounds or diverged −50 and the episode ends; the moving average of the loss fluctuating
-    less than 10 % over 20 steps −0.5 (rate too low); above the minimum of the window's first half
-    −0.2 (rate too high); at or below 0.02 +2, else a new minimum +20·ln(old min / new min), both
+    out of bounds (unless ``clamp_bounds``) or diverged −50 and the episode ends; the moving average
+    of the loss fluctuating less than 10 % over 20 steps −0.5 (rate too low); above the minimum of the
+    window's first half −0.2 (rate too high); at or below 0.02 +2, else a new minimum +20·ln(old min / new min), both
     × (1 + steps saved / episode_steps); otherwise 0. An action that changes a hyperparameter costs 0.1 more.
 
     ## Starting State
@@ -213,7 +217,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Episode End
 
-    *Terminated*: a hyperparameter left its bounds, or the loss/parameters became NaN/inf.
+    *Terminated*: a hyperparameter left its bounds (with ``clamp_bounds`` it is clamped instead), or
+    the loss/parameters became NaN/inf.
     *Truncated*: after ``episode_steps`` training steps (250 by default; the env truncates itself,
     so ``gym.make(..., episode_steps=100)`` ends episodes at 100 and scores validation there), or when
     the summed reward falls below ``score_floor`` (Algorithm 1's ``score < score_0``; the score is not
@@ -349,7 +354,8 @@ class HyperparamControlEnv(gym.Env[np.ndarray, np.int64]):
         action = int(action)
         # decode raises ValueError for an action outside the space (cheaper than Discrete.contains)
         changes = self._action_spec.decode(action) != (1.0, 1.0)
-        in_bounds = self._controller.act(action)
+        # clamped values are what a deployed scheduler trains with; unclamped, a bound hit ends the episode
+        in_bounds = self._controller.act(action) or self.config.clamp_bounds
         episode = self._episode
         reward = episode.decision_cost(changes)
         terminated = truncated = False

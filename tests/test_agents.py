@@ -198,6 +198,10 @@ def test_task_pools_lengths_and_starting_rates_reach_the_env() -> None:
     selecting = TrainConfig(task="train", episode_steps=200, max_episode_steps=2000, eval_lengths=(250, 2000))
     assert env_config(selecting, held_out=True).episode_lengths == (250, 2000)
     assert env_config(selecting).episode_lengths is None and ecfg.episode_lengths is None
+    # --clamp-bounds reaches training and selection alike (selection scores what deployment does)
+    clamping = TrainConfig(optimizer="rsgd", control="lr+rsgd", clamp_bounds=True)
+    assert env_config(clamping).clamp_bounds and env_config(clamping, held_out=True).clamp_bounds
+    assert not ecfg.clamp_bounds
     with pytest.raises(ValueError, match="eval-lengths"):
         TrainConfig(eval_lengths=(250, 0))
     with pytest.raises(ValueError, match="multiple of the 2 --eval-lengths"):

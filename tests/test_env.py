@@ -117,6 +117,25 @@ def test_always_raising_lr_hits_the_bound(tiny_data: ImageData) -> None:
     assert "val_accuracy" in info
 
 
+def test_clamped_bounds_keep_the_episode_going_at_the_bound(tiny_data: ImageData) -> None:
+    env = make(ENV_IDS["lr+rsgd"], tiny_data, optimizer="rsgd", lr_init=0.1, clamp_bounds=True,
+               episode_steps=SHORT)
+    env.reset(seed=0)
+    raise_lr_lower_gamma = 8  # lr ×1/0.9 and 1 − Γ ×1/0.9: both walk into their bounds within SHORT steps
+    spec = env.unwrapped.action_spec
+    assert spec.decode(raise_lr_lower_gamma) == pytest.approx((1 / 0.9, 1 / 0.9))
+    steps = 0
+    terminated = truncated = False
+    while not (terminated or truncated):
+        obs, _, terminated, truncated, info = env.step(raise_lr_lower_gamma)
+        steps += 1
+        assert info["reward_tier"] != RewardTier.OUT_OF_BOUNDS
+    assert truncated and not terminated and steps == info["step"] == SHORT
+    # held at the bounds, as a deployed scheduler clamps them, and trained with
+    assert info["lr"] == spec.lr_bounds[1] and info["reinforcement"] == spec.reinforcement_bounds[0]
+    assert np.isfinite(obs).all() and "val_accuracy" in info
+
+
 def test_divergence_terminates_with_finite_penalty(tiny_data: ImageData) -> None:
     env = HyperparamControlEnv(data=tiny_data, lr_init=1e6, lr_bounds=(1e-3, 1e9), episode_steps=SHORT)
     env.reset(seed=0)
