@@ -297,11 +297,13 @@ class SafetyConfig:
 
     A run can also fail without a rising loss: a rate raised too far can hold the loss on a plateau
     (dead ReLUs, saturated units) from the very start, so there is no progress to give back. The
-    **stall cap** covers that: from step ``stall_steps`` on, until the smoothed loss has once been
-    ``stall_progress`` below its first value (B_t ≤ (1 − ``stall_progress``) · S_1), no param group's
-    learning rate may exceed the rate it had when the scheduler was built. A policy may try a higher
-    rate for the first ``stall_steps`` steps; if training has made no progress by then, it goes on
-    at the user's own rate, which is what doing nothing would have done. (Only for S_1 > 0.)
+    **stall cap** covers that: from step ``stall_steps`` on (by default from the first step), until the
+    smoothed loss has once been ``stall_progress`` below its first value (B_t ≤ (1 − ``stall_progress``)
+    · S_1), no param group's learning rate may exceed its ceiling (below). By default, then, a policy
+    raises the rate above its ceiling only once training has shown progress: a raise
+    on a loss that has not yet moved is a gamble that a wrong guess turns into a dead network. A
+    positive ``stall_steps`` lets the policy try higher rates for that many steps first. (Only for
+    S_1 > 0.)
 
     A raise can also undo progress without a rise the back-off test sees: on a loss near its
     starting plateau, a return from B_t to S_1 is a small multiple of B_t. With ``relapse_cap``,
@@ -337,8 +339,9 @@ class SafetyConfig:
     """steps after a back-off during which the learning rate may not exceed its backed-off value."""
     loss_smoothing: float = ObservationSpec.loss_smoothing
     """β of the safety net's moving average of the loss."""
-    stall_steps: int | None = 50
-    """steps after which a run without progress is held at or below its ceiling; None: no stall cap."""
+    stall_steps: int | None = 0
+    """steps after which a run without progress is held at or below its ceiling (0: from the start, so no raise
+    above it before progress); None: no stall cap."""
     stall_progress: float = 0.05
     """share of the first smoothed loss that the smoothed loss must once fall by to count as progress."""
     trained_rate_ceiling: bool = True
@@ -485,9 +488,9 @@ class LearnedScheduler(LRScheduler):
     rate and/or R-SGD Γ into ``optimizer.param_groups``; new values are clamped to the policy's bounds.
     A safety net (:class:`SafetyConfig`, on by default) overrides the policy when the loss rises
     sharply or stops being finite: it halves the learning rate and keeps it from rising for a while;
-    and while training makes no progress after its first steps, or for good once it has lost the
-    progress it made, it holds the rate at or below the one the run started from (or, if higher, the
-    one the policy was trained from).
+    and until training has made progress, or for good once it has lost the progress it made, it holds
+    the rate at or below the one the run started from (or, if higher, the one the policy was trained
+    from).
 
     Args:
         optimizer: the optimizer to steer. Its starting rate must lie within the policy's lr bounds

@@ -141,7 +141,7 @@ def test_a_sharply_rising_loss_backs_the_rate_off_and_holds_it(tmp_path: Path) -
 
 
 def test_the_hold_ends_and_the_policy_takes_over_again(tmp_path: Path) -> None:
-    config = SafetyConfig(hold_steps=6)
+    config = SafetyConfig(hold_steps=6, stall_steps=None)  # a flat loss: the stall cap would hold the rate too
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
     model = nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -210,6 +210,22 @@ def test_a_run_without_progress_is_held_at_its_starting_rate(tmp_path: Path) -> 
     assert rates[-1] > 0.01
     rates = drive(sched, opt, model, [falling[-1]] * 30)  # a new plateau: the cap does not return
     assert rates[-1] > rates[0] > 0.01 and sched.backoffs == 0
+
+
+def test_by_default_no_raise_above_the_ceiling_before_progress(tmp_path: Path) -> None:
+    """The default stall cap acts from the first step: a policy that raises on a loss that has not moved is
+    held at the run's ceiling (here the user's 0.1, the shipped policies' training rate), and raises freely
+    once the smoothed loss is 5 % down."""
+    assert SafetyConfig().stall_steps == 0
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    sched, opt, model = linear_run(policy, 0.1, SafetyConfig())
+    rates = drive(sched, opt, model, [2.3 + 0.01 * (-1) ** t for t in range(30)])
+    assert rates == pytest.approx([0.1] * 30) and sched.backoffs == 0
+    rates = drive(sched, opt, model, [2.3 * 0.9**k for k in range(1, 11)])
+    assert rates[-1] > 0.1
+    # without the cap the same policy is at the upper bound by then
+    alone, opt2, model2 = linear_run(policy, 0.1, SafetyConfig(stall_steps=None))
+    assert drive(alone, opt2, model2, [2.3 + 0.01 * (-1) ** t for t in range(30)])[-1] == pytest.approx(0.5)
 
 
 def test_progress_within_the_probation_never_caps(tmp_path: Path) -> None:
