@@ -207,7 +207,8 @@ def test_constant_raise_is_clamped_at_the_upper_bound(tmp_path: Path) -> None:
     path = write_policy(tmp_path / "p.rlopt", always=2)
     model, x, y = tiny_problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = LearnedScheduler.load(path, opt)
+    # the policy's own clamp: without the safety net, whose stall cap holds raises until the loss has fallen
+    sched = LearnedScheduler.load(path, opt, safety=None)
     assert set(train(model, opt, sched, x, y, 30)) == {2}
     assert sched.get_last_lr() == [0.5]
 
