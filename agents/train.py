@@ -77,7 +77,7 @@ __all__ = [
 RESUME_INVARIANTS: tuple[str, ...] = (
     "control", "task", "optimizer", "start", "preset", "episode_steps", "max_episode_steps", "random_lr_init",
     "batch_size", "train_size", "validation_size", "data_dir", "seed", "n_envs", "dqn", "lr_init",
-    "reinforcement_init", "rewards", "decision_interval",
+    "reinforcement_init", "clamp_bounds", "rewards", "decision_interval",
 )
 
 

@@ -149,6 +149,7 @@ def test_resume_restores_the_flags_it_is_not_given(idx_dir: Path, tmp_path: Path
         (["--optimizer", "adam"], "--optimizer 'sgd' → 'adam'"),
         (["--rewards.score-floor", "None"], "--rewards.score-floor -50.0 → None"),
         (["--decision-interval", "2"], "--decision-interval 1 → 2"),
+        (["--clamp-bounds"], "--clamp-bounds False → True"),
     ],
 )
 def test_resume_refuses_settings_that_cannot_change(
