@@ -292,8 +292,11 @@ class SafetyConfig:
       ``cooldown_steps`` steps, so the moving average can show the lowered rate's effect before
       the next back-off.
 
-    For ``hold_steps`` steps after a back-off the policy acts as usual, except that the learning
-    rate cannot rise above the value it was backed off to.
+    After a back-off the policy acts as usual, except that the learning rate cannot rise above the
+    value it was backed off to: by default for the rest of the run (``hold_steps=None``), since the
+    rates above it have been tried on this run and made its loss rise; a new back-off lowers the cap
+    again. ``hold_steps=k`` lifts the cap after k steps, which lets a policy raise the rate again and
+    again into the same rise, each time undoing progress.
 
     A run can also fail without a rising loss: a rate raised too far can hold the loss on a plateau
     (dead ReLUs, saturated units) from the very start, so there is no progress to give back. The
@@ -335,8 +338,9 @@ class SafetyConfig:
     """factor applied to the learning rate at a back-off (the lower lr bound is the floor)."""
     cooldown_steps: int = 10
     """steps between back-offs for a rising loss; about the memory 1 / (1 − β) of the moving average."""
-    hold_steps: int = 50
-    """steps after a back-off during which the learning rate may not exceed its backed-off value."""
+    hold_steps: int | None = None
+    """steps after a back-off during which the learning rate may not exceed its backed-off value; None: the rest
+    of the run."""
     loss_smoothing: float = ObservationSpec.loss_smoothing
     """β of the safety net's moving average of the loss."""
     stall_steps: int | None = 0
@@ -358,7 +362,7 @@ class SafetyConfig:
             raise ValueError(f"progress_fraction must lie in [0, 1], got {self.progress_fraction}")
         if not 0 < self.backoff < 1:
             raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
-        if self.cooldown_steps < 1 or self.hold_steps < 0:
+        if self.cooldown_steps < 1 or (self.hold_steps is not None and self.hold_steps < 0):
             raise ValueError(f"cooldown_steps must be >= 1 and hold_steps >= 0, got {self.cooldown_steps}, "
                              f"{self.hold_steps}")
         if not 0 <= self.loss_smoothing < 1:
@@ -396,7 +400,7 @@ class SafetyNet:
         self.best: float | None = None
         self.first: float | None = None
         self.steps_since_backoff = config.cooldown_steps  # the first rise may back off at once
-        self.hold_left = 0
+        self.hold_left: int | None = 0  # None: the hold lasts for the rest of the run
         self.hold_caps: list[float] = []
         self.ceilings = list(ceilings)  # what the stall and relapse caps hold each param group's rate to
         self.steps = 0
@@ -443,9 +447,10 @@ class SafetyNet:
         or below the :attr:`ceilings` while the run is :attr:`stalled`."""
         if self.stalled:
             rates = [min(rate, ceiling) for rate, ceiling in zip(rates, self.ceilings, strict=True)]
-        if self.hold_left <= 0:
-            return rates
-        self.hold_left -= 1
+        if self.hold_left is not None:
+            if self.hold_left <= 0:
+                return rates
+            self.hold_left -= 1
         return [min(rate, cap) for rate, cap in zip(rates, self.hold_caps, strict=True)]
 
     def state_dict(self) -> dict[str, Any]:
@@ -465,7 +470,7 @@ class SafetyNet:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.smoothed, self.best, self.first = state["smoothed"], state["best"], state["first"]
         self.steps_since_backoff = int(state["steps_since_backoff"])
-        self.hold_left = int(state["hold_left"])
+        self.hold_left = None if state["hold_left"] is None else int(state["hold_left"])
         self.hold_caps = [float(c) for c in state["hold_caps"]]
         # states saved before the trained-rate ceiling named it "start_rates"; before the stall cap existed
         # there is none: keep this run's ceilings, count from here
@@ -487,7 +492,7 @@ class LearnedScheduler(LRScheduler):
     It then takes the action with the highest Q-value (:class:`GreedyQ`) and writes the new learning
     rate and/or R-SGD Γ into ``optimizer.param_groups``; new values are clamped to the policy's bounds.
     A safety net (:class:`SafetyConfig`, on by default) overrides the policy when the loss rises
-    sharply or stops being finite: it halves the learning rate and keeps it from rising for a while;
+    sharply or stops being finite: it halves the learning rate and keeps it from rising again;
     and until training has made progress, or for good once it has lost the progress it made, it holds
     the rate at or below the one the run started from (or, if higher, the one the policy was trained
     from).

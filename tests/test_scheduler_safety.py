@@ -154,6 +154,25 @@ def test_the_hold_ends_and_the_policy_takes_over_again(tmp_path: Path) -> None:
     assert rates[2 + config.hold_steps] == pytest.approx(backed_off / 0.9)  # raising again
 
 
+def test_by_default_a_back_off_caps_the_rate_for_the_rest_of_the_run(tmp_path: Path) -> None:
+    """The rates above a back-off made this run's loss rise once: the policy may not raise into them again
+    (it may still lower the rate, and go back up to the cap); a second back-off lowers the cap."""
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = LearnedScheduler(opt, policy, safety=SafetyConfig(stall_steps=None))
+    rates = drive(sched, opt, model, [1.0, math.nan] + [1.0] * 300)
+    backed_off = 0.1 / 0.9 * 0.5
+    assert sched.backoffs == 1 and rates[1:] == pytest.approx([backed_off] * 301)
+    rates = drive(sched, opt, model, [math.nan] + [1.0] * 20)
+    assert rates == pytest.approx([backed_off / 2] * 21)
+    # and a resumed scheduler keeps the unending hold
+    resumed = LearnedScheduler(opt, policy, safety=SafetyConfig(stall_steps=None))
+    resumed.load_state_dict(sched.state_dict())
+    assert resumed.state_dict()["safety"]["hold_left"] is None
+    assert drive(resumed, opt, model, [1.0] * 20) == pytest.approx([backed_off / 2] * 20)
+
+
 def test_non_finite_losses_back_off_at_every_step_down_to_the_lower_bound(tmp_path: Path) -> None:
     policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
     model = nn.Linear(4, 1)
