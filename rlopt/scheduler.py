@@ -363,8 +363,8 @@ class SafetyConfig:
         if not 0 < self.backoff < 1:
             raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
         if self.cooldown_steps < 1 or (self.hold_steps is not None and self.hold_steps < 0):
-            raise ValueError(f"cooldown_steps must be >= 1 and hold_steps >= 0, got {self.cooldown_steps}, "
-                             f"{self.hold_steps}")
+            raise ValueError(f"cooldown_steps must be >= 1 and hold_steps >= 0 (or None: the rest of the run), got "
+                             f"{self.cooldown_steps}, {self.hold_steps}")
         if not 0 <= self.loss_smoothing < 1:
             raise ValueError(f"loss_smoothing must lie in [0, 1), got {self.loss_smoothing}")
         if self.stall_steps is not None and self.stall_steps < 0:
