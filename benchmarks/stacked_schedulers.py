@@ -56,7 +56,8 @@ def stacked_method(lr: float) -> Method:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lr", type=float, default=0.01, help="R-SGD's starting rate (default 0.01, the `rsgd` policy's)")
+    parser.add_argument("--lr", type=float, default=0.01,
+                        help="R-SGD's starting rate (default 0.01, the `rsgd` policy's)")
     parser.add_argument("--task", default="mnist-cnn")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000])
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         for budget in args.budgets:
             for run in run_one(method, task, seed, [budget], prepared):
                 at = [int(q * (budget - 1)) for q in QUANTILES]
+                assert run.curves is not None  # run_one always records them
                 records.append({
                     "task": run.task, "budget": run.budget, "seed": run.seed, "lr": args.lr,
                     "final_train_loss": run.final_train_loss, "test_accuracy": run.test_accuracy,
