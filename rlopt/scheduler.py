@@ -287,10 +287,16 @@ class SafetyConfig:
       loss is above its best and has given back a large share of the progress made since the
       start. The second test keeps the net quiet on the small, noisy losses late in a run; the
       first on the noise of the first steps, before there is progress to lose, while still
-      catching the early blow-up of a starting rate that is too high. (For B_t ≤ 0, a loss that
-      can be negative, only the second applies.) A rise backs off at most once per
-      ``cooldown_steps`` steps, so the moving average can show the lowered rate's effect before
-      the next back-off.
+      catching the early blow-up of a rate raised too far. (For B_t ≤ 0, a loss that can be
+      negative, only the second applies.) A rise backs off at most once per ``cooldown_steps`` steps,
+      so the moving average can show the lowered rate's effect before the next back-off.
+
+    Before the run has made progress (below), a rise backs off only while some param group's rate is
+    above the one the run started with: at or below it the run trains as doing nothing would, and
+    S_1 and B_t are still a few noisy mini-batches, so a lucky first batch would pass for progress
+    lost. (On a regression loss that scatters by ±40 % per batch this fired every ``cooldown_steps``
+    steps and took the rate to its lower bound.) ``rise_before_progress=True`` backs off for such a
+    rise too, as before.
 
     After a back-off the policy acts as usual, except that the learning rate cannot rise above the
     value it was backed off to: by default for the rest of the run (``hold_steps=None``), since the
@@ -336,6 +342,8 @@ class SafetyConfig:
     """... and its rise above the lowest value exceeds this share of the progress from the first value to it."""
     backoff: float = 0.5
     """factor applied to the learning rate at a back-off (the lower lr bound is the floor)."""
+    rise_before_progress: bool = False
+    """back off for a rise before progress even while every rate is at or below the run's starting one."""
     cooldown_steps: int = 10
     """steps between back-offs for a rising loss; about the memory 1 / (1 − β) of the moving average."""
     hold_steps: int | None = None
@@ -394,7 +402,7 @@ class SafetyNet:
     """The run state of :class:`SafetyConfig`'s rules: the moving average, its best and first
     values, and the cooldown and hold counters. :meth:`LearnedScheduler.step` drives it."""
 
-    def __init__(self, config: SafetyConfig, ceilings: list[float]) -> None:
+    def __init__(self, config: SafetyConfig, ceilings: list[float], start_rates: list[float]) -> None:
         self.config = config
         self.smoothed: float | None = None
         self.best: float | None = None
@@ -403,12 +411,14 @@ class SafetyNet:
         self.hold_left: int | None = 0  # None: the hold lasts for the rest of the run
         self.hold_caps: list[float] = []
         self.ceilings = list(ceilings)  # what the stall and relapse caps hold each param group's rate to
+        self.initial_rates = list(start_rates)  # the rates doing nothing would keep
         self.steps = 0
         self.progressed = False
         self.relapsed = False
 
-    def should_back_off(self, loss: float) -> bool:
-        """Record one step's loss; ``True`` when the rules call for a back-off now."""
+    def should_back_off(self, loss: float, rates: list[float]) -> bool:
+        """Record one step's loss, taken at ``rates`` (one per param group); ``True`` when the rules call for
+        a back-off now."""
         cfg = self.config
         self.steps_since_backoff += 1
         self.steps += 1
@@ -425,6 +435,8 @@ class SafetyNet:
         rose = smoothed - best > cfg.progress_fraction * (first - best) and (
             best <= 0 or smoothed > cfg.rise_factor * best
         )
+        if rose and not (self.progressed or cfg.rise_before_progress):
+            rose = any(rate > start for rate, start in zip(rates, self.initial_rates, strict=True))
         return rose and self.steps_since_backoff >= cfg.cooldown_steps
 
     def backed_off(self, rates: list[float]) -> None:
@@ -462,6 +474,7 @@ class SafetyNet:
             "hold_left": self.hold_left,
             "hold_caps": list(self.hold_caps),
             "ceilings": list(self.ceilings),
+            "initial_rates": list(self.initial_rates),
             "steps": self.steps,
             "progressed": self.progressed,
             "relapsed": self.relapsed,
@@ -476,6 +489,9 @@ class SafetyNet:
         # there is none: keep this run's ceilings, count from here
         saved = state.get("ceilings", state.get("start_rates", self.ceilings))
         self.ceilings = [float(r) for r in saved]
+        # a state saved before the no-rise-before-progress rule resumes under the rule it had: every rate
+        # counts as raised
+        self.initial_rates = [float(r) for r in state.get("initial_rates", [0.0] * len(self.ceilings))]
         self.steps = int(state.get("steps", 0))
         self.progressed = bool(state.get("progressed", True))
         self.relapsed = bool(state.get("relapsed", False))
@@ -562,7 +578,8 @@ class LearnedScheduler(LRScheduler):
             if _same_kind(optimizer, self.policy.optimizer):
                 lift = max(1.0, self.policy.initial_lr / start_rates[0])
                 ceilings = [rate * lift for rate in start_rates]
-        self._safety = SafetyNet(safety, ceilings) if safety is not None and actions.controls_lr else None
+        self._safety = (SafetyNet(safety, ceilings, start_rates) if safety is not None and actions.controls_lr
+                        else None)
         self.last_backed_off = False
         self.backoffs = 0
         self._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
@@ -634,8 +651,8 @@ class LearnedScheduler(LRScheduler):
         if self.last_epoch % self.actions.interval == 0:
             action = self.last_action = self._greedy(observation)
         safety = self._safety
-        self.last_backed_off = safety is not None and safety.should_back_off(value)
         groups = self.optimizer.param_groups
+        self.last_backed_off = safety is not None and safety.should_back_off(value, [float(g["lr"]) for g in groups])
         if safety is not None and self.last_backed_off:
             lowest = self.actions.lr_bounds[0]
             for group in groups:

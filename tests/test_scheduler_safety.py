@@ -106,6 +106,58 @@ FALLING = [2.3 * 0.95**t for t in range(60)]  # 2.3 → 0.11: steady progress
 CLIMBING = [FALLING[-1] * 1.15**k for k in range(1, 61)]  # then a blow-up, 15 % a step
 
 
+def scattered(level: float, spread: float, n: int, seed: int) -> list[float]:
+    """``n`` mini-batch losses that scatter around ``level`` with no trend (a regression loss's noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [level * float(f) for f in torch.empty(n).log_normal_(0.0, spread, generator=generator)]
+
+
+LUCKY_START = [0.6, *scattered(0.8, 0.4, 120, 0)]  # a first batch well below the loss's level, then noise
+
+
+def test_before_progress_a_rise_at_the_starting_rate_is_no_reason_to_back_off(tmp_path: Path) -> None:
+    """A lucky first mini-batch becomes S_1 and B_t; the losses after it scatter by ±40 % around a level a
+    third higher, with no trend, and the rate stays where the user started it. Doing nothing would train
+    on: the net stays quiet. The rule it replaced backed off every cooldown, down to the lower bound."""
+    policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
+    sched, opt, model = linear_run(policy, 0.1, SafetyConfig())
+    assert drive(sched, opt, model, LUCKY_START) == pytest.approx([0.1] * len(LUCKY_START))
+    assert sched.backoffs == 0
+    sched, opt, model = linear_run(policy, 0.1, SafetyConfig(rise_before_progress=True))
+    drive(sched, opt, model, LUCKY_START)
+    assert sched.backoffs >= 5
+
+
+def test_before_progress_a_rise_above_the_starting_rate_backs_off(tmp_path: Path) -> None:
+    """The same losses under a policy that raises the rate above the start (no stall cap to stop it): the
+    rise backs off. The cap that follows holds the rate at or below the start, where the rule applies again."""
+    policy = constant_policy(tmp_path / "raise.rlopt", RAISE)
+    sched, opt, model = linear_run(policy, 0.01, SafetyConfig(stall_steps=None))
+    rates = drive(sched, opt, model, LUCKY_START)
+    assert sched.backoffs == 1
+    assert max(rates) > 0.01 and rates[-1] < 0.01
+
+
+def test_after_progress_a_rise_at_the_starting_rate_backs_off(tmp_path: Path) -> None:
+    policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
+    sched, opt, model = linear_run(policy, 0.1, SafetyConfig())
+    rates = drive(sched, opt, model, FALLING + CLIMBING[:20])
+    assert sched.backoffs >= 1 and min(rates) == pytest.approx(0.05)
+
+
+def test_a_state_saved_before_the_rule_resumes_under_the_old_one(tmp_path: Path) -> None:
+    policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
+    sched, opt, model = linear_run(policy, 0.1, SafetyConfig())
+    drive(sched, opt, model, LUCKY_START[:2])
+    state = sched.state_dict()
+    assert state["safety"]["initial_rates"] == [0.1]
+    old = {**state, "safety": {k: v for k, v in state["safety"].items() if k != "initial_rates"}}
+    resumed, opt2, model2 = linear_run(policy, 0.1, SafetyConfig())
+    resumed.load_state_dict(old)
+    drive(resumed, opt2, model2, LUCKY_START[2:])
+    assert resumed.backoffs >= 5  # every rate counts as raised, as it did when the state was saved
+
+
 def test_a_sharply_rising_loss_backs_the_rate_off_and_holds_it(tmp_path: Path) -> None:
     config = SafetyConfig(backoff=0.5, cooldown_steps=5, hold_steps=8)
     policy = constant_policy(tmp_path / "raise.rlopt", RAISE)  # a policy that raises the rate without end
