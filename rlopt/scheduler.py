@@ -296,7 +296,8 @@ class SafetyConfig:
     S_1 and B_t are still a few noisy mini-batches, so a lucky first batch would pass for progress
     lost. (On a regression loss that scatters by ±40 % per batch this fired every ``cooldown_steps``
     steps and took the rate to its lower bound.) ``rise_before_progress=True`` backs off for such a
-    rise too, as before.
+    rise too, as before. (Only for S_1 > 0, where progress is defined: a loss that starts at or below
+    zero backs off for a rise at any rate.)
 
     After a back-off the policy acts as usual, except that the learning rate cannot rise above the
     value it was backed off to: by default for the rest of the run (``hold_steps=None``), since the
@@ -435,7 +436,7 @@ class SafetyNet:
         rose = smoothed - best > cfg.progress_fraction * (first - best) and (
             best <= 0 or smoothed > cfg.rise_factor * best
         )
-        if rose and not (self.progressed or cfg.rise_before_progress):
+        if rose and first > 0 and not (self.progressed or cfg.rise_before_progress):
             rose = any(rate > start for rate, start in zip(rates, self.initial_rates, strict=True))
         return rose and self.steps_since_backoff >= cfg.cooldown_steps
 

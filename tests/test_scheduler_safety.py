@@ -145,6 +145,15 @@ def test_after_progress_a_rise_at_the_starting_rate_backs_off(tmp_path: Path) ->
     assert sched.backoffs >= 1 and min(rates) == pytest.approx(0.05)
 
 
+def test_a_loss_that_starts_below_zero_backs_off_for_a_rise_at_any_rate(tmp_path: Path) -> None:
+    """Progress is defined for S_1 > 0 only: a negative loss (a log-likelihood objective) that rises from its
+    start at the starting rate backs off, as every rise did before the rule."""
+    policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
+    sched, opt, model = linear_run(policy, 0.1, SafetyConfig())
+    drive(sched, opt, model, [-2.0 + 0.1 * k for k in range(30)])
+    assert sched.backoffs >= 1
+
+
 def test_a_state_saved_before_the_rule_resumes_under_the_old_one(tmp_path: Path) -> None:
     policy = constant_policy(tmp_path / "keep.rlopt", KEEP)
     sched, opt, model = linear_run(policy, 0.1, SafetyConfig())
