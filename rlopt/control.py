@@ -236,6 +236,15 @@ def reinforcement_of(optimizer: torch.optim.Optimizer, group_index: int = 0) -> 
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def set_lr(group: dict[str, Any], value: float) -> None:
+    """Write a param group's learning rate as torch's own schedulers do: into a tensor ``lr`` in place (a
+    capturable or compiled optimizer keeps the tensor it was built with), else as a float."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(float(value))
+    else:
+        group["lr"] = float(value)
+
+
 def check_optimizer_supports(optimizer: torch.optim.Optimizer, mode: ControlMode) -> None:
     """Raise ``ValueError`` if ``optimizer`` cannot take the actions of ``mode``."""
     for group in optimizer.param_groups:
@@ -599,9 +608,9 @@ class Controller:
         if self.actions.controls_lr and lr_factor != 1.0:
             lo, hi = self.actions.lr_bounds
             for group in self.optimizer.param_groups:
-                new_lr = group["lr"] * lr_factor
+                new_lr = float(group["lr"]) * lr_factor
                 in_bounds &= lo <= new_lr <= hi
-                group["lr"] = min(max(new_lr, lo), hi)
+                set_lr(group, min(max(new_lr, lo), hi))
         if self.actions.controls_reinforcement and reinforcement_factor != 1.0:
             lo, hi = self.actions.reinforcement_bounds
             new = 1.0 - (1.0 - reinforcement_of(self.optimizer)) * reinforcement_factor

@@ -50,6 +50,7 @@ from rlopt.control import (
     check_within_bounds,
     ema_update,
     reinforcement_of,
+    set_lr,
 )
 from rlopt.optim import RSGD
 from rlopt.tasks import OPTIMIZER_NAMES
@@ -657,15 +658,15 @@ class LearnedScheduler(LRScheduler):
         if safety is not None and self.last_backed_off:
             lowest = self.actions.lr_bounds[0]
             for group in groups:
-                group["lr"] = max(group["lr"] * safety.config.backoff, lowest)
+                set_lr(group, max(float(group["lr"]) * safety.config.backoff, lowest))
             safety.backed_off([float(g["lr"]) for g in groups])
             self.backoffs += 1
         else:
             if action is not None:
                 self.controller.act(action)
             if safety is not None:
-                for group, lr in zip(groups, safety.cap([g["lr"] for g in groups]), strict=True):
-                    group["lr"] = lr
+                for group, lr in zip(groups, safety.cap([float(g["lr"]) for g in groups]), strict=True):
+                    set_lr(group, lr)
         self.last_epoch += 1
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
 

@@ -213,6 +213,26 @@ def test_constant_raise_is_clamped_at_the_upper_bound(tmp_path: Path) -> None:
     assert sched.get_last_lr() == [0.5]
 
 
+def test_a_tensor_learning_rate_stays_the_same_tensor(tmp_path: Path) -> None:
+    """As torch's own schedulers do, a rate given as a tensor (capturable or compiled optimizers) is updated in
+    place: the optimizer keeps the tensor it was built with, and it holds the scheduler's rate."""
+    path = write_policy(tmp_path / "p.rlopt", always=2)
+    model, x, y = tiny_problem()
+    lr = torch.tensor(0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = LearnedScheduler.load(path, opt, safety=None)
+    train(model, opt, sched, x, y, 5)
+    assert opt.param_groups[0]["lr"] is lr
+    assert float(lr) == pytest.approx(0.1 / 0.9**5) and sched.get_last_lr() == pytest.approx([float(lr)])
+    losses = [1.0, math.nan]  # and the safety net's back-off writes it the same way
+    safe = LearnedScheduler.load(path, opt)
+    for loss in losses:
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        safe.step(loss)
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(safe.get_last_lr()[0])
+
+
 def test_rsgd_policy_owns_gamma(tmp_path: Path) -> None:
     path = write_policy(tmp_path / "p.rlopt", "rsgd", always=0)  # always strengthen reinforcement
     model, x, y = tiny_problem()
