@@ -10,8 +10,11 @@ reader's tests compare against a second implementation rather than against the r
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -111,3 +114,17 @@ def fake_image_data(
     train = make_split(n_train)
     test = make_split(n_test)
     return ImageData(train=train, test=test, n_validation=n_validation)
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` as a module. benchmarks/ is not a package, so it is loaded by
+    path, registered in ``sys.modules`` first (as dataclasses need)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

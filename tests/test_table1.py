@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
-from helpers import fake_image_data
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "rsgd_table1.py"
+from helpers import fake_image_data, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def table1() -> ModuleType:
-    # benchmarks/ is not a package: load the script by path (registered first, as dataclasses need)
-    spec = importlib.util.spec_from_file_location("rsgd_table1", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("rsgd_table1")
 
 
 def test_rows_fields_and_pairing(table1: ModuleType) -> None:

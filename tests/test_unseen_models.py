@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "unseen_models.py"
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def unseen() -> ModuleType:
-    # benchmarks/ is not a package: load the script by path (registered first, as dataclasses need)
-    spec = importlib.util.spec_from_file_location("unseen_models", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("unseen_models")
 
 
 def test_every_method_runs_paired_and_the_same_seed_gives_the_same_numbers(unseen: ModuleType, tmp_path: Path,
