@@ -344,8 +344,6 @@ class SafetyConfig:
     """... and its rise above the lowest value exceeds this share of the progress from the first value to it."""
     backoff: float = 0.5
     """factor applied to the learning rate at a back-off (the lower lr bound is the floor)."""
-    rise_before_progress: bool = False
-    """back off for a rise before progress even while every rate is at or below the run's starting one."""
     cooldown_steps: int = 10
     """steps between back-offs for a rising loss; about the memory 1 / (1 − β) of the moving average."""
     hold_steps: int | None = None
@@ -364,6 +362,8 @@ class SafetyConfig:
     relapse_cap: bool = True
     """after step stall_steps, hold a run whose smoothed loss is back above (1 − stall_progress) · S_1 after
     progress at or below its ceiling for the rest of the run; needs the stall cap (stall_steps)."""
+    rise_before_progress: bool = False
+    """back off for a rise before progress even while every rate is at or below the run's starting one."""
 
     def __post_init__(self) -> None:
         if not 1 < self.rise_factor < math.inf:
