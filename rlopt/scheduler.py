@@ -295,10 +295,10 @@ class SafetyConfig:
     Before the run has made progress (below), a rise backs off only while some param group's rate is
     above the one the run started with: at or below it the run trains as doing nothing would, and
     S_1 and B_t are still a few noisy mini-batches, so a lucky first batch would pass for progress
-    lost. (On a regression loss that scatters by ±40 % per batch this fired every ``cooldown_steps``
-    steps and took the rate to its lower bound.) ``rise_before_progress=True`` backs off for such a
-    rise too, as before. (Only for S_1 > 0, where progress is defined: a loss that starts at or below
-    zero backs off for a rise at any rate.)
+    lost: a regression loss that scatters by ±40 % per batch sits more than 10 % above a lucky first
+    batch for many steps, and backing off at every cooldown would take the rate to its lower bound.
+    ``rise_before_progress=True`` backs off for such a rise too. (Only for S_1 > 0, where progress is
+    defined: a loss that starts at or below zero backs off for a rise at any rate.)
 
     After a back-off the policy acts as usual, except that the learning rate cannot rise above the
     value it was backed off to: by default for the rest of the run (``hold_steps=None``), since the
