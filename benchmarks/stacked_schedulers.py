@@ -31,7 +31,7 @@ import torch
 
 from rlopt import RSGD, LearnedScheduler
 from rlopt.bench.cli import parse_args as parse_evaluate_args
-from rlopt.bench.config import held_out_seeds
+from rlopt.bench.config import MAX_EVALUATION_SEEDS, held_out_seeds
 from rlopt.bench.methods import Method, MethodRun, RunContext
 from rlopt.bench.runner import prepare, run_one
 
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the per-run records")
     args = parser.parse_args(argv)
-    if args.lr <= 0 or args.seeds < 1 or min(args.budgets) < 1:
-        parser.error("--lr, --seeds and every budget must be positive")
+    if args.lr <= 0 or not 1 <= args.seeds <= MAX_EVALUATION_SEEDS or min(args.budgets) < 1:
+        parser.error(f"--lr and every budget must be positive, --seeds in 1..{MAX_EVALUATION_SEEDS}")
     torch.set_num_threads(args.threads)
     # evaluate.py's configuration, for its data, its task and its scoring; the baseline is not run
     evaluation = parse_evaluate_args(["--tasks", args.task, "--seeds", str(args.seeds), "--baselines", "sgd",

@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlopt import LearnedScheduler
-from rlopt.bench.config import held_out_seeds
+from rlopt.bench.config import MAX_EVALUATION_SEEDS, held_out_seeds
 from rlopt.data import load_mnist
 
 TRAIN_IMAGES, TEST_IMAGES, TRAIN_LOSS_IMAGES = 8000, 2000, 2000
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "unseen_models.json")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or min(args.budgets) < 1:
-        parser.error("--seeds and every budget must be positive")
+    if not 1 <= args.seeds <= MAX_EVALUATION_SEEDS or min(args.budgets) < 1:
+        parser.error(f"--seeds must lie in 1..{MAX_EVALUATION_SEEDS} and every budget be positive")
     torch.set_num_threads(args.threads)
     mnist = mnist_data() if set(args.tasks) - {"teacher"} else None
     records = []
