@@ -78,6 +78,11 @@ class Task:
     accumulate: int = 1
     clip_norm: float | None = None
     weight_decay: float = 0.0
+    reconstructs: bool = False
+
+    def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the loss compares the output with: the input itself for an autoencoder, else the labels."""
+        return x if self.reconstructs else y
 
 
 def _reconstruction(output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +93,8 @@ TASKS = {
     "gru-rows": Task("gru-rows", RowGRU, F.cross_entropy, True, clip_norm=1.0),
     "logreg": Task("logreg", lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), F.cross_entropy, True,
                    weight_decay=5e-4),
-    "autoencoder": Task("autoencoder", autoencoder, _reconstruction, False, batch_size=16, accumulate=2),
+    "autoencoder": Task("autoencoder", autoencoder, _reconstruction, False, batch_size=16, accumulate=2,
+                        reconstructs=True),
     "teacher": Task("teacher", lambda: nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
                                                      nn.Linear(64, 1)),
                     lambda output, y: F.mse_loss(output.squeeze(1), y), False),
@@ -117,12 +123,12 @@ def teacher_data() -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def _scores(model: nn.Module, task: Task, data: dict[str, torch.Tensor]) -> tuple[float, float]:
     model.eval()
-    loss = float(task.loss(model(data["loss_x"]), data["loss_x"] if task.name == "autoencoder" else data["loss_y"]))
+    loss = float(task.loss(model(data["loss_x"]), task.target(data["loss_x"], data["loss_y"])))
     output = model(data["test_x"])
     if task.classifier:
         metric = float((output.argmax(1) == data["test_y"]).float().mean()) * 100
     else:
-        metric = float(task.loss(output, data["test_x"] if task.name == "autoencoder" else data["test_y"]))
+        metric = float(task.loss(output, task.target(data["test_x"], data["test_y"])))
     model.train()
     return loss, metric
 
@@ -148,7 +154,7 @@ def train(task: Task, method: str, seed: int, budget: int, data: dict[str, torch
             index = order[position:position + micro]
             position += micro
             x, y = data["x"][index], data["y"][index]
-            loss = task.loss(model(x), x if task.name == "autoencoder" else y) / task.accumulate
+            loss = task.loss(model(x), task.target(x, y)) / task.accumulate
             loss.backward()
             step_loss += loss.item()
         if task.clip_norm is not None:
