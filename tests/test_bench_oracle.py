@@ -3,17 +3,14 @@ the lowest validation loss, the evaluation reruns the stored choice, and missing
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from helpers import fake_image_data, save_idx_dataset
+from helpers import fake_image_data, load_benchmark, save_idx_dataset
 
 import rlopt.bench.runner as runner
 from rlopt.bench import (
@@ -164,19 +161,8 @@ def test_merging_keeps_other_entries_and_refuses_other_tuning(oracle_payload: di
         merge_oracle(oracle_payload, other)
 
 
-def _oracle_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """benchmarks/oracle.py as a module (benchmarks/ is no package)."""
-    spec = importlib.util.spec_from_file_location("oracle_script", REPO / "benchmarks" / "oracle.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_oracle_script_smoke_on_a_tiny_idx_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    script = _oracle_script(monkeypatch)
+def test_oracle_script_smoke_on_a_tiny_idx_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_benchmark("oracle")
     data_dir = save_idx_dataset(fake_image_data(n_train=300, n_test=60, seed=1), tmp_path / "idx")
     out = tmp_path / "results" / "oracle.json"
     common = ["--tasks", TASK, "--tuning-seeds", "1", "--optimizers", "sgd", "--grid.sgd-rates", "0.05", "0.2",

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import pytest
+from helpers import load_benchmark
 
 from rlopt.rewards import EpisodeScore, RewardConfig, RewardTier, ends_episode, progress_bonus, tiered_reward
 
@@ -94,18 +95,6 @@ def test_config_rejects_wrong_signs(field: str, value: float) -> None:
         RewardConfig(**{field: value})
 
 
-def _reward_ranking():  # type: ignore[no-untyped-def]
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import reward_ranking
-    finally:
-        sys.path.pop(0)
-    return reward_ranking
-
-
 def test_reward_ranking_writes_every_cell_and_the_floor_only_shortens_the_return(tmp_path) -> None:
     """benchmarks/reward_ranking.py --quick on tiny data: one JSON cell per budget, starting rate and
     reward, written as it goes; the same recorded episodes are scored under every reward, and a
@@ -114,7 +103,7 @@ def test_reward_ranking_writes_every_cell_and_the_floor_only_shortens_the_return
 
     from helpers import fake_image_data, save_idx_dataset
 
-    reward_ranking = _reward_ranking()
+    reward_ranking = load_benchmark("reward_ranking")
     idx = save_idx_dataset(fake_image_data(n_train=360, n_test=60, seed=0, n_validation=60), tmp_path / "idx")
     out, traces = tmp_path / "ranking.json", tmp_path / "traces.json"
     argv = ["--quick", "--data-dir", str(idx), "--train-size", "256", "--validation-size", "40",
@@ -154,7 +143,7 @@ def test_replayed_return_equals_the_environments(reward: str, schedule: str, rat
 
     import envs  # noqa: F401  (registers the ids)
 
-    reward_ranking = _reward_ranking()
+    reward_ranking = load_benchmark("reward_ranking")
     config = dataclasses.replace(reward_ranking.REWARDS[reward], score_floor=-3.0) if reward == "rlopt" \
         else reward_ranking.REWARDS[reward]
     horizon = 60
