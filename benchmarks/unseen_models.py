@@ -46,7 +46,7 @@ from torch.nn import functional as F
 
 from rlopt import LearnedScheduler
 from rlopt.bench.config import MAX_EVALUATION_SEEDS, held_out_seeds
-from rlopt.data import load_mnist
+from rlopt.data import iterate_batches, load_mnist
 
 TRAIN_IMAGES, TEST_IMAGES, TRAIN_LOSS_IMAGES = 8000, 2000, 2000
 METHODS = ("sgd", "learned-sgd", "adam", "learned-adam")
@@ -142,18 +142,12 @@ def train(task: Task, method: str, seed: int, budget: int, data: dict[str, torch
     optimizer = optimizer_cls(model.parameters(), lr=lr, weight_decay=task.weight_decay)
     scheduler = (LearnedScheduler.pretrained(family, optimizer, total_steps=budget)
                  if method.startswith("learned-") else None)
-    batches = torch.Generator().manual_seed(seed)
-    n, micro = len(data["y"]), task.batch_size
-    order, position = torch.randperm(n, generator=batches), 0
+    batches = iterate_batches(data["x"], data["y"], task.batch_size, seed=seed)
     start, diverged, lrs = time.perf_counter(), False, []
     for _ in range(budget):
         step_loss = 0.0
         for _ in range(task.accumulate):
-            if position + micro > n:
-                order, position = torch.randperm(n, generator=batches), 0
-            index = order[position:position + micro]
-            position += micro
-            x, y = data["x"][index], data["y"][index]
+            x, y = next(batches)
             loss = task.loss(model(x), task.target(x, y)) / task.accumulate
             loss.backward()
             step_loss += loss.item()
